@@ -1,0 +1,405 @@
+//! A read-through cache in front of a service's database.
+//!
+//! With `REDIS_URL` the entries live in Redis (shared by every replica);
+//! without it, in a bounded in-process cache. Either way:
+//! - entries expire after the TTL plus up to `ttl_jitter_percent` more, so keys
+//!   written together do not all expire in the same instant;
+//! - concurrent misses for one key share a single load from the database;
+//! - a write invalidates its key after it commits, and a load that started
+//!   before that invalidation never repopulates the key on this replica;
+//! - a Redis error or timeout (bounded, tens of milliseconds) never fails a
+//!   request: the caller reads the database, the error is counted in
+//!   `cache_errors_total` and logged at most once per interval, and reads skip
+//!   Redis briefly so a dead Redis costs each request nothing. Invalidations
+//!   are always attempted.
+//!
+//! A replica that loaded a value just before another replica's write commits
+//! can still store it; the TTL bounds how long such an entry can live.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_redis::redis;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use rand::Rng;
+use suite_telemetry::RateLimitedLog;
+use tokio::sync::OnceCell;
+
+/// Cache settings shared by every service (each picks its own key namespace).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheConfig {
+    /// Redis URL (redis://host:6379/0). Without it the cache is in-process.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// How long an entry lives, in seconds, before jitter.
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 300)]
+    pub ttl_secs: u64,
+
+    /// Extra lifetime added at random to each entry, as a percentage of the TTL.
+    #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 10)]
+    pub ttl_jitter_percent: u8,
+
+    /// Bound on any one Redis operation, including taking a pooled connection.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+
+    /// After a Redis failure, reads bypass Redis for this long.
+    #[arg(long, env = "REDIS_BACKOFF_MS", default_value_t = 1_000)]
+    pub redis_backoff_ms: u64,
+
+    /// Pooled Redis connections (each is multiplexed).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
+    pub redis_pool_size: usize,
+
+    /// Entries kept by the in-process cache (used when no REDIS_URL is set).
+    #[arg(long, env = "CACHE_MEMORY_CAPACITY", default_value_t = 100_000)]
+    pub memory_capacity: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            ttl_secs: 300,
+            ttl_jitter_percent: 10,
+            redis_timeout_ms: 50,
+            redis_backoff_ms: 1_000,
+            redis_pool_size: 8,
+            memory_capacity: 100_000,
+        }
+    }
+}
+
+/// A value that can be stored in the cache.
+pub trait Cacheable: Clone + Send + Sync + 'static {
+    fn to_bytes(&self) -> Vec<u8>;
+    /// `None` for bytes that do not decode (an older format): treated as a miss.
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheBuildError {
+    #[error("invalid Redis configuration: {0}")]
+    Redis(#[from] deadpool_redis::CreatePoolError),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BackendError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("no pooled connection: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("command failed: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+enum Backend {
+    Redis { pool: deadpool_redis::Pool, timeout: Duration, backoff: Duration, skip_reads_until_ms: AtomicU64, epoch: Instant },
+    Memory(moka::sync::Cache<String, Entry>),
+}
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Redis { .. } => "redis",
+            Self::Memory(_) => "memory",
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, BackendError> {
+        match self {
+            Self::Redis { .. } => {
+                let bytes: Option<Vec<u8>> = self.redis(redis::cmd("GET").arg(key)).await?;
+                Ok(bytes.map(Arc::from))
+            }
+            Self::Memory(cache) => Ok(cache.get(key).map(|entry| entry.bytes)),
+        }
+    }
+
+    async fn set(&self, key: &str, bytes: Vec<u8>, ttl: Duration) -> Result<(), BackendError> {
+        match self {
+            Self::Redis { .. } => {
+                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                self.redis::<()>(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(millis)).await
+            }
+            Self::Memory(cache) => {
+                cache.insert(key.to_owned(), Entry { bytes: Arc::from(bytes), ttl });
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        match self {
+            Self::Redis { .. } => self.redis::<()>(redis::cmd("DEL").arg(key)).await,
+            Self::Memory(cache) => {
+                cache.invalidate(key);
+                Ok(())
+            }
+        }
+    }
+
+    async fn redis<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, BackendError> {
+        let Self::Redis { pool, timeout, .. } = self else { unreachable!("redis command on the memory backend") };
+        let run = async {
+            let mut connection = pool.get().await?;
+            Ok::<T, BackendError>(command.query_async(&mut connection).await?)
+        };
+        tokio::time::timeout(*timeout, run).await.map_err(|_| BackendError::Timeout(*timeout))?
+    }
+
+    /// Reads skip Redis for a moment after it failed, so a dead Redis adds no
+    /// latency to every request; the database answers instead.
+    fn reads_paused(&self) -> bool {
+        match self {
+            Self::Redis { skip_reads_until_ms, epoch, .. } => {
+                elapsed_ms(*epoch) < skip_reads_until_ms.load(Ordering::Relaxed)
+            }
+            Self::Memory(_) => false,
+        }
+    }
+
+    fn pause_reads(&self) {
+        if let Self::Redis { skip_reads_until_ms, epoch, backoff, .. } = self {
+            let until = elapsed_ms(*epoch).saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+            skip_reads_until_ms.store(until, Ordering::Relaxed);
+        }
+    }
+}
+
+fn elapsed_ms(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabels {
+    cache: String,
+    backend: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    cache: String,
+    backend: String,
+    operation: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Get,
+    Set,
+    Delete,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Set => "set",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// The metric families every cache writes to; register once per process.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    lookups: Family<LookupLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+}
+
+impl CacheMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register("cache_lookups", "Cache lookups by result (hit or miss).", metrics.lookups.clone());
+        registry.register("cache_errors", "Cache backend errors and timeouts, by operation; each one fell back to the database.", metrics.errors.clone());
+        metrics
+    }
+}
+
+/// A read-through cache of `V` values under one key namespace.
+pub struct Cache<V> {
+    namespace: String,
+    backend: Backend,
+    ttl: Duration,
+    jitter_percent: u8,
+    metrics: CacheMetrics,
+    error_log: RateLimitedLog,
+    flights: Mutex<HashMap<String, Arc<OnceCell<Option<V>>>>>,
+}
+
+impl<V> fmt::Debug for Cache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache").field("namespace", &self.namespace).field("backend", &self.backend.name()).finish_non_exhaustive()
+    }
+}
+
+impl<V: Cacheable> Cache<V> {
+    /// `namespace` prefixes every key (`suite:user:v1`), so services and
+    /// format versions never read each other's entries.
+    pub fn new(config: &CacheConfig, namespace: impl Into<String>, metrics: CacheMetrics) -> Result<Self, CacheBuildError> {
+        let backend = match &config.redis_url {
+            Some(url) => {
+                let timeout = Duration::from_millis(config.redis_timeout_ms);
+                let mut redis_config = deadpool_redis::Config::from_url(url.clone());
+                let mut pool_config = deadpool_redis::PoolConfig::new(config.redis_pool_size);
+                pool_config.timeouts = deadpool_redis::Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) };
+                redis_config.pool = Some(pool_config);
+                Backend::Redis {
+                    pool: redis_config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?,
+                    timeout,
+                    backoff: Duration::from_millis(config.redis_backoff_ms),
+                    skip_reads_until_ms: AtomicU64::new(0),
+                    epoch: Instant::now(),
+                }
+            }
+            None => Backend::Memory(moka::sync::Cache::builder().max_capacity(config.memory_capacity).expire_after(EntryExpiry).build()),
+        };
+        Ok(Self {
+            namespace: namespace.into(),
+            backend,
+            ttl: Duration::from_secs(config.ttl_secs),
+            jitter_percent: config.ttl_jitter_percent,
+            metrics,
+            error_log: RateLimitedLog::new(Duration::from_secs(10)),
+            flights: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `"redis"` or `"memory"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The cached value for `key`, or the result of `load` (cached when `Some`).
+    /// Concurrent callers that miss on the same key share one `load`.
+    pub async fn get_or_load<E, F, Fut>(&self, key: &str, load: F) -> Result<Option<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+    {
+        let full_key = self.full_key(key);
+        if let Some(value) = self.lookup(&full_key).await {
+            return Ok(Some(value));
+        }
+        let flight = self.join_flight(&full_key);
+        let result = flight
+            .get_or_try_init(|| async {
+                let loaded = load().await?;
+                if let Some(value) = &loaded {
+                    // An invalidation while we loaded replaced our flight: the
+                    // value may predate the write, so it must not be cached.
+                    if self.is_current_flight(&full_key, &flight) {
+                        self.store(&full_key, value).await;
+                    }
+                }
+                Ok(loaded)
+            })
+            .await
+            .cloned();
+        self.leave_flight(&full_key, &flight);
+        result
+    }
+
+    /// Removes `key`; call after the write that changed it has committed.
+    pub async fn invalidate(&self, key: &str) {
+        let full_key = self.full_key(key);
+        self.lock_flights().remove(&full_key);
+        if let Err(error) = self.backend.delete(&full_key).await {
+            self.record_error(Operation::Delete, &error);
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}:{key}", self.namespace)
+    }
+
+    async fn lookup(&self, full_key: &str) -> Option<V> {
+        if self.backend.reads_paused() {
+            return None;
+        }
+        let found = match self.backend.get(full_key).await {
+            Ok(found) => found,
+            Err(error) => {
+                self.record_error(Operation::Get, &error);
+                return None;
+            }
+        };
+        let value = found.and_then(|bytes| V::from_bytes(&bytes));
+        self.count_lookup(if value.is_some() { "hit" } else { "miss" });
+        value
+    }
+
+    async fn store(&self, full_key: &str, value: &V) {
+        if self.backend.reads_paused() {
+            return;
+        }
+        if let Err(error) = self.backend.set(full_key, value.to_bytes(), self.jittered_ttl()).await {
+            self.record_error(Operation::Set, &error);
+        }
+    }
+
+    fn jittered_ttl(&self) -> Duration {
+        let max_extra = self.ttl.as_millis() * u128::from(self.jitter_percent) / 100;
+        let extra = if max_extra == 0 { 0 } else { rand::rng().random_range(0..=u64::try_from(max_extra).unwrap_or(u64::MAX)) };
+        self.ttl + Duration::from_millis(extra)
+    }
+
+    fn join_flight(&self, full_key: &str) -> Arc<OnceCell<Option<V>>> {
+        self.lock_flights().entry(full_key.to_owned()).or_default().clone()
+    }
+
+    fn is_current_flight(&self, full_key: &str, flight: &Arc<OnceCell<Option<V>>>) -> bool {
+        self.lock_flights().get(full_key).is_some_and(|current| Arc::ptr_eq(current, flight))
+    }
+
+    fn leave_flight(&self, full_key: &str, flight: &Arc<OnceCell<Option<V>>>) {
+        let mut flights = self.lock_flights();
+        // Whoever finishes first retires the flight; later callers start afresh
+        // (and read the cache, which the flight has just filled).
+        if flights.get(full_key).is_some_and(|current| Arc::ptr_eq(current, flight)) && flight.initialized() {
+            flights.remove(full_key);
+        }
+    }
+
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<Option<V>>>>> {
+        self.flights.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_lookup(&self, result: &str) {
+        let labels = LookupLabels { cache: self.namespace.clone(), backend: self.backend.name().to_owned(), result: result.to_owned() };
+        self.metrics.lookups.get_or_create(&labels).inc();
+    }
+
+    fn record_error(&self, operation: Operation, error: &BackendError) {
+        let labels = ErrorLabels { cache: self.namespace.clone(), backend: self.backend.name().to_owned(), operation: operation.as_str().to_owned() };
+        self.metrics.errors.get_or_create(&labels).inc();
+        self.backend.pause_reads();
+        if let Some(suppressed) = self.error_log.should_log() {
+            tracing::warn!(cache = %self.namespace, operation = operation.as_str(), %error, suppressed, "cache unavailable; serving from the database");
+        }
+    }
+}

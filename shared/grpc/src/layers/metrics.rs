@@ -1,0 +1,205 @@
+//! Per-method RPC metrics: a duration histogram labelled with service, method
+//! and gRPC status code (its count is the request count), and in-flight gauges.
+//!
+//! The status of a normal reply travels in the trailers, so the recorder rides
+//! along in the response body and records when the trailers pass, or on drop
+//! (a client that went away is counted as CANCELLED).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt};
+use http::HeaderMap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::body::{GuardedBody, ResponseGuard};
+
+/// Latency buckets in seconds, from half a millisecond (a cache hit) to ten seconds.
+const DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Label for every path the server does not serve, so a client cannot create
+/// new time series by calling made-up methods.
+const UNKNOWN: &str = "unknown";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    rpc_service: String,
+    rpc_method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    rpc_service: String,
+    rpc_method: String,
+    rpc_grpc_status_code: i32,
+}
+
+/// The server-side RPC metric families, registered once per server.
+#[derive(Debug, Clone)]
+pub struct RpcServerMetrics {
+    duration: Family<CallLabels, Histogram>,
+    in_flight: Family<MethodLabels, Gauge>,
+    known_methods: Arc<HashMap<String, MethodLabels>>,
+}
+
+impl RpcServerMetrics {
+    /// Registers the families; `known_paths` are the `/package.Service/Method`
+    /// paths the server serves, each labelled as itself.
+    pub fn register(registry: &mut Registry, known_paths: impl IntoIterator<Item = String>) -> Self {
+        let duration = Family::<CallLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let in_flight = Family::<MethodLabels, Gauge>::default();
+        registry.register("rpc_server_call_duration_seconds", "Duration of gRPC calls handled by this server, by method and status code.", duration.clone());
+        registry.register("rpc_server_active_calls", "gRPC calls being handled right now.", in_flight.clone());
+        let known_methods = known_paths
+            .into_iter()
+            .filter_map(|path| {
+                let labels = split_path(&path)?;
+                Some((path, labels))
+            })
+            .collect();
+        Self { duration, in_flight, known_methods: Arc::new(known_methods) }
+    }
+
+    fn labels_for(&self, path: &str) -> MethodLabels {
+        self.known_methods.get(path).cloned().unwrap_or_else(|| MethodLabels { rpc_service: UNKNOWN.into(), rpc_method: UNKNOWN.into() })
+    }
+}
+
+fn split_path(path: &str) -> Option<MethodLabels> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    Some(MethodLabels { rpc_service: service.to_owned(), rpc_method: method.to_owned() })
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcMetricsLayer {
+    metrics: RpcServerMetrics,
+}
+
+impl RpcMetricsLayer {
+    pub fn new(metrics: RpcServerMetrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetricsService { inner, metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcMetricsService<S> {
+    inner: S,
+    metrics: RpcServerMetrics,
+}
+
+impl<S, ReqBody> Service<http::Request<ReqBody>> for RpcMetricsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let mut recorder = CallRecorder::start(&self.metrics, self.metrics.labels_for(request.uri().path()));
+        self.inner
+            .call(request)
+            .map(move |result| {
+                let response = result?;
+                // A trailers-only reply (errors, shed load) has its status in the headers.
+                recorder.on_trailers(response.headers());
+                Ok(response.map(|body| GuardedBody::wrap(body, recorder)))
+            })
+            .boxed()
+    }
+}
+
+/// Measures one call from arrival until its status is known; records on drop.
+struct CallRecorder {
+    metrics: RpcServerMetrics,
+    labels: MethodLabels,
+    started: Instant,
+    status: Option<Code>,
+    recorded: bool,
+}
+
+impl CallRecorder {
+    fn start(metrics: &RpcServerMetrics, labels: MethodLabels) -> Self {
+        metrics.in_flight.get_or_create(&labels).inc();
+        Self { metrics: metrics.clone(), labels, started: Instant::now(), status: None, recorded: false }
+    }
+
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        self.metrics.in_flight.get_or_create(&self.labels).dec();
+        // Dropped before any status: the client cancelled or the connection broke.
+        let code = self.status.unwrap_or(Code::Cancelled);
+        let call = CallLabels {
+            rpc_service: self.labels.rpc_service.clone(),
+            rpc_method: self.labels.rpc_method.clone(),
+            rpc_grpc_status_code: code as i32,
+        };
+        self.metrics.duration.get_or_create(&call).observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl ResponseGuard for CallRecorder {
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(value) = trailers.get("grpc-status") {
+            let code = value.to_str().ok().and_then(|code| code.parse::<i32>().ok()).map_or(Code::Unknown, Code::from_i32);
+            self.status = Some(code);
+            self.record();
+        }
+    }
+}
+
+impl Drop for CallRecorder {
+    fn drop(&mut self) {
+        self.record();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_keep_their_names_and_others_collapse_to_unknown() {
+        let mut registry = Registry::default();
+        let metrics = RpcServerMetrics::register(&mut registry, ["/suite.user.v1.UserService/GetUser".to_owned()]);
+        let known = metrics.labels_for("/suite.user.v1.UserService/GetUser");
+        assert_eq!((known.rpc_service.as_str(), known.rpc_method.as_str()), ("suite.user.v1.UserService", "GetUser"));
+        let unknown = metrics.labels_for("/made.up.Service/Method");
+        assert_eq!((unknown.rpc_service.as_str(), unknown.rpc_method.as_str()), (UNKNOWN, UNKNOWN));
+    }
+
+    #[test]
+    fn dropped_call_counts_as_cancelled() {
+        let mut registry = Registry::default();
+        let metrics = RpcServerMetrics::register(&mut registry, ["/a.B/C".to_owned()]);
+        drop(CallRecorder::start(&metrics, metrics.labels_for("/a.B/C")));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(text.contains(r#"rpc_server_call_duration_seconds_count{rpc_service="a.B",rpc_method="C",rpc_grpc_status_code="1"} 1"#), "{text}");
+        assert!(text.contains(r#"rpc_server_active_calls{rpc_service="a.B",rpc_method="C"} 0"#), "{text}");
+    }
+}

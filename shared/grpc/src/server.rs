@@ -1,0 +1,345 @@
+//! The server harness every service of the suite runs in.
+//!
+//! It always mounts gRPC health and reflection (v1 and v1alpha) beside the
+//! service's own APIs, wraps them in RPC metrics and load shedding, serves a
+//! plaintext admin port (Prometheus `/metrics` and gRPC health for Kubernetes
+//! probes), keeps readiness in step with the service's dependencies, and shuts
+//! down in the order a rolling update needs:
+//! signal -> NOT_SERVING -> stop accepting -> drain (bounded) -> return.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use prometheus_client::registry::Registry;
+use prost::Message;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tower::ServiceBuilder;
+
+use crate::config::ServerConfig;
+use crate::layers::limit::ConcurrencyLimitLayer;
+use crate::layers::metrics::{RpcMetricsLayer, RpcServerMetrics};
+
+/// Health service name a liveness probe asks for. It stays SERVING while the
+/// process runs (even when a dependency is down or the server drains), so
+/// Kubernetes restarts a pod only when the process itself is stuck.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+const REFLECTION_PATHS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// The listeners a server runs on, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC API port.
+    pub grpc: TcpListener,
+    /// The plaintext admin port: `/metrics` and probe health.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(grpc: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self { grpc: TcpListener::bind(grpc).await?, admin: TcpListener::bind(admin).await? })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid descriptor set for reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// Builder for one service's server; see the module documentation.
+pub struct GrpcServer {
+    config: ServerConfig,
+    routes: RoutesBuilder,
+    registry: Registry,
+    descriptor_sets: Vec<&'static [u8]>,
+    service_names: Vec<&'static str>,
+    health_reporter: HealthReporter,
+    health_service: HealthServer<HealthService>,
+    readiness: Option<ReadinessCheck>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer").field("services", &self.service_names).finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    pub fn new(config: ServerConfig) -> Self {
+        let health_reporter = HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
+        Self {
+            config,
+            routes: RoutesBuilder::default(),
+            registry: Registry::default(),
+            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
+            service_names: Vec::new(),
+            health_reporter,
+            health_service,
+            readiness: None,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The registry served at `/metrics`; services add their own metrics here.
+    pub fn metrics_registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Mounts a generated tonic service; its name joins health and metrics.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Adds an encoded `FileDescriptorSet` for reflection and method metrics.
+    pub fn with_descriptor_set(mut self, descriptor_set: &'static [u8]) -> Self {
+        self.descriptor_sets.push(descriptor_set);
+        self
+    }
+
+    /// Readiness follows `check` (for example: the database answers a ping),
+    /// re-run every `readiness_interval`. Without it, the server is ready once listening.
+    pub fn with_readiness<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.readiness = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
+    /// Serves until `shutdown` completes, then drains within the grace period.
+    pub async fn serve(mut self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let known_paths = self.known_paths();
+        let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
+        let health = Health { reporter: self.health_reporter.clone(), service_names: self.service_names.clone() };
+        health.reporter.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
+        let readiness_task = tokio::spawn(health.clone().follow(self.readiness.take(), self.config.readiness_interval()));
+
+        let registry = Arc::new(std::mem::take(&mut self.registry));
+        let admin_addr = listeners.admin.local_addr()?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(serve_admin(listeners.admin, self.health_service.clone(), registry, admin_stopped));
+
+        let mut routes = std::mem::take(&mut self.routes);
+        routes.add_service(self.health_service.clone());
+        routes.add_service(self.reflection().build_v1()?);
+        routes.add_service(self.reflection().build_v1alpha()?);
+        let grpc_addr = listeners.grpc.local_addr()?;
+        let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let config = &self.config;
+        let server = tonic::transport::Server::builder()
+            .timeout(config.request_timeout())
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
+            .http2_max_header_list_size(Some(16 * 1024))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(ServiceBuilder::new().layer(RpcMetricsLayer::new(metrics)).layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests)))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(accept_loop(listeners.grpc), async {
+                let _ = drain_started.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(%grpc_addr, %admin_addr, services = ?self.service_names, "serving");
+
+        let outcome = tokio::select! {
+            result = &mut server => result.map_err(ServeError::from),
+            () = shutdown => {
+                tracing::info!(grace_ms = config.shutdown_grace_ms, "shutdown requested; draining in-flight requests");
+                readiness_task.abort();
+                health.set(ServingStatus::NotServing).await;
+                let _ = start_drain.send(());
+                match tokio::time::timeout(config.shutdown_grace(), &mut server).await {
+                    Ok(result) => result.map_err(ServeError::from),
+                    Err(_) => {
+                        tracing::warn!("grace period over with requests still in flight; closing connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let _ = stop_admin.send(());
+        match tokio::time::timeout(Duration::from_secs(1), admin).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "admin server ended with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("admin server did not stop within a second"),
+        }
+        tracing::info!("server stopped");
+        outcome
+    }
+
+    fn reflection(&self) -> tonic_reflection::server::Builder<'static> {
+        self.descriptor_sets
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |builder, set| builder.register_encoded_file_descriptor_set(set))
+    }
+
+    /// `/package.Service/Method` for every method in the descriptor sets, plus reflection.
+    fn known_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = REFLECTION_PATHS.iter().map(|path| (*path).to_owned()).collect();
+        for encoded in &self.descriptor_sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else { continue };
+            for file in set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        let qualified = if package.is_empty() { service.name().to_owned() } else { format!("{package}.{}", service.name()) };
+                        paths.push(format!("/{qualified}/{}", method.name()));
+                    }
+                }
+            }
+        }
+        paths
+    }
+}
+
+/// Health of the service names this server answers for.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    service_names: Vec<&'static str>,
+}
+
+impl Health {
+    /// Sets the overall status ("") and every service's status.
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        for name in &self.service_names {
+            self.reporter.set_service_status(*name, status).await;
+        }
+    }
+
+    /// Keeps readiness in step with `check`, logging each change once.
+    async fn follow(self, check: Option<ReadinessCheck>, interval: Duration) {
+        let Some(check) = check else {
+            self.set(ServingStatus::Serving).await;
+            return;
+        };
+        self.set(ServingStatus::NotServing).await;
+        let mut ready = None;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now_ready = check().await;
+            if ready != Some(now_ready) {
+                if now_ready {
+                    tracing::info!("dependencies reachable; serving");
+                } else {
+                    tracing::warn!("a dependency is unreachable; health reports NOT_SERVING");
+                }
+                self.set(if now_ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+                ready = Some(now_ready);
+            }
+        }
+    }
+}
+
+/// Accepted connections, with Nagle off (small gRPC frames must not wait).
+/// An accept error (out of file descriptors, say) is logged and retried after a
+/// pause rather than ending the server.
+fn accept_loop(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The admin port: Prometheus text at `/metrics`, gRPC health for probes.
+async fn serve_admin(
+    listener: TcpListener,
+    health: HealthServer<HealthService>,
+    registry: Arc<Registry>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let router = Routes::new(health).into_axum_router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { render_metrics(&registry) }
+        }),
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = stop.await;
+        })
+        .await
+}
+
+fn render_metrics(registry: &Registry) -> axum::response::Response {
+    let mut text = String::with_capacity(16 * 1024);
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => tracing::info!("received SIGINT"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
