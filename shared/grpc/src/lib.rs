@@ -9,4 +9,4 @@ pub mod status;
 
 pub use config::ServerConfig;
 pub use server::{GrpcServer, LIVENESS_SERVICE, Listeners, ServeError, shutdown_signal};
-pub use status::FieldViolation;
+pub use status::{FieldViolation, Violations};

@@ -94,7 +94,8 @@ impl GrpcServer {
             config,
             routes: RoutesBuilder::default(),
             registry: Registry::default(),
-            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
+            // Health for describing probes; google.rpc so grpcurl can decode error details.
+            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_types::pb::FILE_DESCRIPTOR_SET],
             service_names: Vec::new(),
             health_reporter,
             health_service,
@@ -151,7 +152,8 @@ impl GrpcServer {
         let registry = Arc::new(std::mem::take(&mut self.registry));
         let admin_addr = listeners.admin.local_addr()?;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(serve_admin(listeners.admin, self.health_service.clone(), registry, admin_stopped));
+        let admin_routes = admin_routes(self.health_service.clone(), registry)?;
+        let admin = tokio::spawn(serve_admin(listeners.admin, admin_routes, admin_stopped));
 
         let mut routes = std::mem::take(&mut self.routes);
         routes.add_service(self.health_service.clone());
@@ -288,21 +290,25 @@ fn accept_loop(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, st
     .boxed()
 }
 
-/// The admin port: Prometheus text at `/metrics`, gRPC health for probes.
-async fn serve_admin(
-    listener: TcpListener,
-    health: HealthServer<HealthService>,
-    registry: Arc<Registry>,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> std::io::Result<()> {
-    let router = Routes::new(health).into_axum_router().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move { render_metrics(&registry) }
-        }),
-    );
-    axum::serve(listener, router)
+/// The admin port's routes: Prometheus text at `/metrics`, gRPC health for
+/// probes, and reflection so grpcurl can query health there too.
+fn admin_routes(health: HealthServer<HealthService>, registry: Arc<Registry>) -> Result<axum::Router, ServeError> {
+    let reflection = || tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    Ok(Routes::new(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move { render_metrics(&registry) }
+            }),
+        ))
+}
+
+async fn serve_admin(listener: TcpListener, routes: axum::Router, stop: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
+    axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             let _ = stop.await;
         })

@@ -23,6 +23,33 @@ impl FieldViolation {
     }
 }
 
+/// Collects every invalid field of a request, so the caller learns all of
+/// them at once rather than one per round trip.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps the value when `result` is `Ok`; otherwise records the violation.
+    pub fn check<T, D: Into<String>>(&mut self, field: &str, result: Result<T, D>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// `Err` with every violation when there is at least one.
+    pub fn into_result(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
+}
+
 /// INVALID_ARGUMENT with every violation in the status details and a readable
 /// summary in the message (grpcurl shows the message, SDKs read the details).
 pub fn invalid_argument(violations: &[FieldViolation]) -> Status {

@@ -37,6 +37,18 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// Logging flags every binary accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoggingArgs {
+    /// `json` (one object per line, the default) or `human`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", global = true)]
+    pub log_format: LogFormat,
+
+    /// Which lines to keep, in `RUST_LOG` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+}
+
 /// Installs the global subscriber for a binary.
 ///
 /// `filter` uses the `RUST_LOG` syntax (for example `info,sqlx=warn`). Calling it
