@@ -5,8 +5,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerConfig {
-    /// Largest request or response message, in bytes; larger ones are rejected
-    /// with RESOURCE_EXHAUSTED before they reach a handler.
+    /// Largest request or response message, in bytes; a larger one is rejected
+    /// (tonic answers OUT_OF_RANGE) before it reaches a handler.
     #[arg(long, env = "GRPC_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
     pub max_message_bytes: usize,
 

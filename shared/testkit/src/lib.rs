@@ -1,1 +1,176 @@
+//! Test support for the suite: real backends or a loud skip.
+//!
+//! PostgreSQL and Redis suites run against the servers on this machine
+//! (`TEST_POSTGRES_URL`, `TEST_REDIS_URL`, defaulting to the standard local
+//! ports). With `CI=true` an unreachable backend fails the test; elsewhere the
+//! test says loudly which backend it skipped and passes.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database};
+
+mod proxy;
+
+pub use proxy::{FaultProxy, ProxyMode};
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// True when running in CI, where every backend is required.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// Fails in CI, otherwise prints a banner saying what was skipped.
+fn unavailable<T>(backend: &str, detail: &str) -> Option<T> {
+    assert!(!in_ci(), "{backend} is required when CI=true but is unreachable: {detail}");
+    eprintln!("\n*** SKIPPED: {backend} unreachable ({detail}); this test ran nothing against it ***\n");
+    None
+}
+
+/// Installs a test log subscriber once (output captured per test by the runner).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
+}
+
+/// Admin URL of the PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// A PostgreSQL database created for one test and dropped when this is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// A fresh, empty database, or `None` (after a loud skip) when PostgreSQL is
+    /// unreachable outside CI.
+    pub async fn create() -> Option<Self> {
+        let admin_url = postgres_admin_url();
+        let admin = match tokio::time::timeout(PROBE_TIMEOUT, Database::connect(&admin_url)).await {
+            Ok(Ok(admin)) => admin,
+            Ok(Err(error)) => return unavailable("PostgreSQL", &error.to_string()),
+            Err(_) => return unavailable("PostgreSQL", "connect timed out"),
+        };
+        let name = format!("suite_test_{}", uuid::Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+        admin.close().await.ok();
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("TEST_POSTGRES_URL must end in /<database>: {admin_url}"),
+        };
+        Some(Self { url, name, admin_url })
+    }
+
+    /// Address of the PostgreSQL server, for putting a [`FaultProxy`] in front of it.
+    pub fn server_addr(&self) -> SocketAddr {
+        let authority = self.url.split('@').next_back().and_then(|rest| rest.split('/').next()).unwrap_or("127.0.0.1:5432");
+        authority.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5432)))
+    }
+
+    /// This database's URL with the server address replaced by `addr`.
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        self.url.replace(&self.server_addr().to_string(), &addr.to_string())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on; a
+        // separate thread with its own runtime removes the database.
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    admin.close().await.ok();
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The Redis URL tests use, or `None` (after a loud skip) when Redis does not
+/// answer PING outside CI.
+pub async fn redis_url() -> Option<String> {
+    let addr = std::env::var("TEST_REDIS_ADDR").unwrap_or_else(|_| DEFAULT_REDIS_ADDR.to_owned());
+    match tokio::time::timeout(PROBE_TIMEOUT, ping_redis(&addr)).await {
+        Ok(Ok(())) => Some(format!("redis://{addr}")),
+        Ok(Err(error)) => unavailable("Redis", &error.to_string()),
+        Err(_) => unavailable("Redis", "PING timed out"),
+    }
+}
+
+async fn ping_redis(addr: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"PING\r\n").await?;
+    let mut reply = [0_u8; 7];
+    stream.read_exact(&mut reply).await?;
+    if &reply == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("unexpected reply to PING")) }
+}
+
+/// The workspace root (where `Cargo.toml` and `.tools/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+}
+
+/// Path of one of the workspace's binaries in the profile the tests were built
+/// with, building it first if it is not there yet.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test_executable = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = test_executable.parent().and_then(|deps| deps.parent()).expect("test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    if !binary.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    binary
+}
+
+/// The grpcurl binary installed by `scripts/install-tools`, `$GRPCURL`, or on
+/// `PATH`; `None` (after a loud skip) outside CI when there is none.
+pub fn grpcurl() -> Option<PathBuf> {
+    let candidates = std::env::var_os("GRPCURL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([workspace_root().join(".tools/bin/grpcurl")])
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| std::env::split_paths(&path).map(|dir| dir.join("grpcurl")).collect::<Vec<_>>()));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    unavailable("grpcurl", "not installed; run `just tools`")
+}
+
+/// The Prometheus text an admin port serves at `/metrics` (plain HTTP/1.1, so
+/// the test reads exactly what a scraper reads).
+pub async fn scrape_metrics(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.expect("connect to admin port");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.expect("send scrape");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read scrape");
+    assert!(response.starts_with("HTTP/1.1 200"), "scrape failed: {response}");
+    response
+}
+
+/// The value of the first sample whose line starts with `series` (name and labels).
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+}
