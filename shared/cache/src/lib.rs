@@ -11,12 +11,14 @@
 //!   request: the caller reads the database, the error is counted in
 //!   `cache_errors_total` and logged at most once per interval, and reads skip
 //!   Redis briefly so a dead Redis costs each request nothing. Invalidations
-//!   are always attempted.
+//!   are always attempted; one that fails is kept pending, and this replica
+//!   neither reads nor fills the cache until every pending key is deleted, so
+//!   an entry a write made stale cannot resurface when Redis comes back.
 //!
 //! A replica that loaded a value just before another replica's write commits
 //! can still store it; the TTL bounds how long such an entry can live.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,11 +153,11 @@ impl Backend {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+    async fn delete(&self, keys: &[String]) -> Result<(), BackendError> {
         match self {
-            Self::Redis { .. } => self.redis::<()>(redis::cmd("DEL").arg(key)).await,
+            Self::Redis { .. } => self.redis::<()>(redis::cmd("DEL").arg(keys)).await,
             Self::Memory(cache) => {
-                cache.invalidate(key);
+                keys.iter().for_each(|key| cache.invalidate(key));
                 Ok(())
             }
         }
@@ -249,7 +251,14 @@ pub struct Cache<V> {
     metrics: CacheMetrics,
     error_log: RateLimitedLog,
     flights: Mutex<HashMap<String, Arc<OnceCell<Option<V>>>>>,
+    pending_invalidations: Mutex<HashSet<String>>,
 }
+
+/// Keys whose invalidation failed are remembered up to this many; past it the
+/// oldest knowledge is dropped with an error log (entries then live out their TTL).
+const MAX_PENDING_INVALIDATIONS: usize = 10_000;
+/// Pending keys retried in one DEL.
+const PENDING_BATCH: usize = 256;
 
 impl<V> fmt::Debug for Cache<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,6 +295,7 @@ impl<V: Cacheable> Cache<V> {
             metrics,
             error_log: RateLimitedLog::new(Duration::from_secs(10)),
             flights: Mutex::new(HashMap::new()),
+            pending_invalidations: Mutex::new(HashSet::new()),
         })
     }
 
@@ -328,9 +338,43 @@ impl<V: Cacheable> Cache<V> {
     pub async fn invalidate(&self, key: &str) {
         let full_key = self.full_key(key);
         self.lock_flights().remove(&full_key);
-        if let Err(error) = self.backend.delete(&full_key).await {
+        if let Err(error) = self.backend.delete(std::slice::from_ref(&full_key)).await {
             self.record_error(Operation::Delete, &error);
+            let mut pending = self.lock_pending();
+            if pending.len() >= MAX_PENDING_INVALIDATIONS {
+                tracing::error!(cache = %self.namespace, "too many failed invalidations to track; some stale entries may live until their TTL");
+                pending.clear();
+            }
+            pending.insert(full_key);
         }
+    }
+
+    /// Retries failed invalidations; true once none is pending.
+    async fn settle_pending_invalidations(&self) -> bool {
+        let batch: Vec<String> = {
+            let pending = self.lock_pending();
+            if pending.is_empty() {
+                return true;
+            }
+            pending.iter().take(PENDING_BATCH).cloned().collect()
+        };
+        match self.backend.delete(&batch).await {
+            Ok(()) => {
+                let mut pending = self.lock_pending();
+                batch.iter().for_each(|key| {
+                    pending.remove(key);
+                });
+                pending.is_empty()
+            }
+            Err(error) => {
+                self.record_error(Operation::Delete, &error);
+                false
+            }
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending_invalidations.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -338,7 +382,7 @@ impl<V: Cacheable> Cache<V> {
     }
 
     async fn lookup(&self, full_key: &str) -> Option<V> {
-        if self.backend.reads_paused() {
+        if self.backend.reads_paused() || !self.settle_pending_invalidations().await {
             return None;
         }
         let found = match self.backend.get(full_key).await {
@@ -354,7 +398,7 @@ impl<V: Cacheable> Cache<V> {
     }
 
     async fn store(&self, full_key: &str, value: &V) {
-        if self.backend.reads_paused() {
+        if self.backend.reads_paused() || !self.lock_pending().is_empty() {
             return;
         }
         if let Err(error) = self.backend.set(full_key, value.to_bytes(), self.jittered_ttl()).await {
