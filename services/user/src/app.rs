@@ -37,7 +37,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// Applies pending migrations and returns.
 pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
     let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
-    suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK).await.context("migration failed")?;
+    suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
+        .await
+        .context("migration failed")?;
     tracing::info!(backend = config.database.backend_name(), "migrations applied");
     db.close().await.ok();
     Ok(())
@@ -47,18 +49,30 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
 pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
     if config.migrate_on_start {
-        suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK).await.context("migration on start failed")?;
+        suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
+            .await
+            .context("migration on start failed")?;
     }
 
     let mut server = GrpcServer::new(config.server.clone());
     let registry = server.metrics_registry();
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
     let cache = Cache::new(&config.cache, CACHE_NAMESPACE, CacheMetrics::register(registry)).context("cannot set up the cache")?;
-    tracing::info!(database = config.database.backend_name(), cache = cache.backend_name(), "user service starting");
+    tracing::info!(
+        database = config.database.backend_name(),
+        cache = cache.backend_name(),
+        "user service starting"
+    );
 
-    let api = UserApi::new(UserStore::new(db.clone()), Arc::new(cache), PageTokens::new(config.page_token_secret.as_deref()));
+    let api = UserApi::new(
+        UserStore::new(db.clone()),
+        Arc::new(cache),
+        PageTokens::new(config.page_token_secret.as_deref()),
+    );
     let max_message = config.server.max_message_bytes;
-    let service = UserServiceServer::new(api).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
+    let service = UserServiceServer::new(api)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     server
         .add_service(service)
         .with_descriptor_set(suite_proto::FILE_DESCRIPTOR_SET)

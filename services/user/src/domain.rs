@@ -98,7 +98,11 @@ pub fn parse_user_id(raw: &str) -> Result<Uuid, &'static str> {
 
 /// A version a client carries back: versions start at 1.
 pub fn parse_version(raw: i64) -> Result<i64, &'static str> {
-    if raw >= 1 { Ok(raw) } else { Err("must be the version last read (1 or more)") }
+    if raw >= 1 {
+        Ok(raw)
+    } else {
+        Err("must be the version last read (1 or more)")
+    }
 }
 
 /// A user to create.
@@ -128,7 +132,21 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses() {
-        for email in ["", "plain", "@example.com", "a@", "a@localhost", "a..b@example.com", ".a@example.com", "a@-x.com", "a b@example.com", "a@exa mple.com", "ä@example.com", "a@b@c", "a\n@example.com"] {
+        for email in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@localhost",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-x.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "ä@example.com",
+            "a@b@c",
+            "a\n@example.com",
+        ] {
             assert!(Email::parse(email).is_err(), "{email:?}");
         }
     }
@@ -149,7 +167,10 @@ mod tests {
 
     #[test]
     fn display_name_is_trimmed_and_bounded() {
-        assert_eq!(DisplayName::parse("  Ann Lee \t").map(|n| n.as_str().to_owned()), Ok("Ann Lee".to_owned()));
+        assert_eq!(
+            DisplayName::parse("  Ann Lee \t").map(|n| n.as_str().to_owned()),
+            Ok("Ann Lee".to_owned())
+        );
         assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
         assert!(DisplayName::parse(&"é".repeat(101)).is_err());
         assert!(DisplayName::parse("   ").is_err());

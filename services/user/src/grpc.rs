@@ -58,9 +58,13 @@ impl pb::user_service_server::UserService for UserApi {
         let email = violations.check("email", Email::parse(&request.email));
         let display_name = violations.check("display_name", DisplayName::parse(&request.display_name));
         violations.into_result().map_err(UserError::from)?;
-        let (Some(email), Some(display_name)) = (email, display_name) else { unreachable!("violations were checked") };
+        let (Some(email), Some(display_name)) = (email, display_name) else {
+            unreachable!("violations were checked")
+        };
         let user = self.store.create(NewUser { email, display_name }).await?;
-        Ok(Response::new(pb::CreateUserResponse { user: Some(to_proto(&user)) }))
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(to_proto(&user)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
@@ -83,18 +87,28 @@ impl pb::user_service_server::UserService for UserApi {
         let id = violations.check("id", parse_user_id(&request.id));
         let version = violations.check("version", parse_version(request.version));
         let email = request.email.as_deref().map(|raw| violations.check("email", Email::parse(raw)));
-        let display_name = request.display_name.as_deref().map(|raw| violations.check("display_name", DisplayName::parse(raw)));
+        let display_name = request
+            .display_name
+            .as_deref()
+            .map(|raw| violations.check("display_name", DisplayName::parse(raw)));
         if email.is_none() && display_name.is_none() {
             violations.add("email", "set email, display_name or both: an update must change something");
         }
         violations.into_result().map_err(UserError::from)?;
-        let (Some(id), Some(version)) = (id, version) else { unreachable!("violations were checked") };
-        let changes = UserChanges { email: email.flatten(), display_name: display_name.flatten() };
+        let (Some(id), Some(version)) = (id, version) else {
+            unreachable!("violations were checked")
+        };
+        let changes = UserChanges {
+            email: email.flatten(),
+            display_name: display_name.flatten(),
+        };
         let result = self.store.update(id, version, changes).await;
         // Invalidate even when the write failed: it may have committed before
         // the error reached us, and a spurious invalidation costs one read.
         self.cache.invalidate(&id.to_string()).await;
-        Ok(Response::new(pb::UpdateUserResponse { user: Some(to_proto(&result?)) }))
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(to_proto(&result?)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
@@ -116,9 +130,17 @@ impl pb::user_service_server::UserService for UserApi {
         let request = request.into_inner();
         let mut violations = Violations::default();
         let page_size = violations.check("page_size", parse_page_size(request.page_size));
-        let after = if request.page_token.is_empty() { Some(None) } else { violations.check("page_token", self.page_tokens.decode(&request.page_token)).map(Some) };
+        let after = if request.page_token.is_empty() {
+            Some(None)
+        } else {
+            violations
+                .check("page_token", self.page_tokens.decode(&request.page_token))
+                .map(Some)
+        };
         violations.into_result().map_err(UserError::from)?;
-        let (Some(page_size), Some(after)) = (page_size, after) else { unreachable!("violations were checked") };
+        let (Some(page_size), Some(after)) = (page_size, after) else {
+            unreachable!("violations were checked")
+        };
         // One row more than the page tells whether another page follows.
         let mut rows = self.store.list(after, page_size + 1).await?;
         let next_page_token = if rows.len() as u64 > page_size {
@@ -127,7 +149,10 @@ impl pb::user_service_server::UserService for UserApi {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListUsersResponse { users: rows.iter().map(to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
     }
 }
 
@@ -155,5 +180,8 @@ fn to_proto(row: &UserRow) -> pb::User {
 }
 
 fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
-    Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }

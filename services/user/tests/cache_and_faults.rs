@@ -20,7 +20,10 @@ use tonic::Code;
 /// index is not needed because every user id is new.
 async fn cache_config(redis: bool) -> Option<CacheConfig> {
     let redis_url = if redis { Some(suite_testkit::redis_url().await?) } else { None };
-    Some(CacheConfig { redis_url, ..CacheConfig::default() })
+    Some(CacheConfig {
+        redis_url,
+        ..CacheConfig::default()
+    })
 }
 
 macro_rules! cache_suite {
@@ -42,7 +45,10 @@ macro_rules! cache_suite {
     };
 }
 
-cache_suite!(reads_are_served_from_the_cache_until_a_write_invalidates, entries_expire_after_the_ttl);
+cache_suite!(
+    reads_are_served_from_the_cache_until_a_write_invalidates,
+    entries_expire_after_the_ttl
+);
 
 /// Changes a row behind the service's back, so a stale answer proves a cache hit.
 async fn rename_directly(db: &TestDb, id: &str, display_name: &str) {
@@ -59,7 +65,11 @@ async fn rename_directly(db: &TestDb, id: &str, display_name: &str) {
 }
 
 async fn app_with_cache(db: &TestDb, cache: CacheConfig) -> TestApp {
-    spawn_app_with(AppSettings { cache, ..AppSettings::new(db.config()) }).await
+    spawn_app_with(AppSettings {
+        cache,
+        ..AppSettings::new(db.config())
+    })
+    .await
 }
 
 async fn reads_are_served_from_the_cache_until_a_write_invalidates(cache: CacheConfig) {
@@ -68,22 +78,62 @@ async fn reads_are_served_from_the_cache_until_a_write_invalidates(cache: CacheC
     let user = app.create("hit@example.com", "Original").await;
     assert_eq!(app.get(&user.id).await.unwrap().display_name, "Original"); // miss, fills the cache
     rename_directly(&db, &user.id, "Changed behind the cache").await;
-    assert_eq!(app.get(&user.id).await.unwrap().display_name, "Original", "second read is a cache hit");
+    assert_eq!(
+        app.get(&user.id).await.unwrap().display_name,
+        "Original",
+        "second read is a cache hit"
+    );
     let metrics = app.metrics().await;
-    assert!(metrics.lines().any(|l| l.starts_with("cache_lookups_total{") && l.contains(r#"result="hit""#)), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cache_lookups_total{") && l.contains(r#"result="hit""#)),
+        "{metrics}"
+    );
 
-    let update = pb::UpdateUserRequest { id: user.id.clone(), version: 1, email: Some("hit2@example.com".into()), display_name: None };
+    let update = pb::UpdateUserRequest {
+        id: user.id.clone(),
+        version: 1,
+        email: Some("hit2@example.com".into()),
+        display_name: None,
+    };
     app.client.clone().update_user(update).await.unwrap();
     let after_update = app.get(&user.id).await.unwrap();
-    assert_eq!((after_update.email.as_str(), after_update.display_name.as_str(), after_update.version), ("hit2@example.com", "Changed behind the cache", 2));
+    assert_eq!(
+        (
+            after_update.email.as_str(),
+            after_update.display_name.as_str(),
+            after_update.version
+        ),
+        ("hit2@example.com", "Changed behind the cache", 2)
+    );
 
-    app.client.clone().delete_user(pb::DeleteUserRequest { id: user.id.clone(), version: None }).await.unwrap();
-    assert_eq!(app.get(&user.id).await.unwrap_err().code(), Code::NotFound, "delete invalidated the entry");
+    app.client
+        .clone()
+        .delete_user(pb::DeleteUserRequest {
+            id: user.id.clone(),
+            version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&user.id).await.unwrap_err().code(),
+        Code::NotFound,
+        "delete invalidated the entry"
+    );
 }
 
 async fn entries_expire_after_the_ttl(cache: CacheConfig) {
     let db = TestDb::sqlite();
-    let app = app_with_cache(&db, CacheConfig { ttl_secs: 1, ttl_jitter_percent: 0, ..cache }).await;
+    let app = app_with_cache(
+        &db,
+        CacheConfig {
+            ttl_secs: 1,
+            ttl_jitter_percent: 0,
+            ..cache
+        },
+    )
+    .await;
     let user = app.create("ttl@example.com", "Before").await;
     app.get(&user.id).await.unwrap();
     rename_directly(&db, &user.id, "After").await;
@@ -97,11 +147,17 @@ async fn entries_expire_after_the_ttl(cache: CacheConfig) {
 /// within bounded time, and writes still invalidate once Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_failures_fall_back_to_the_database() {
-    let Some(redis_url) = suite_testkit::redis_url().await else { return };
+    let Some(redis_url) = suite_testkit::redis_url().await else {
+        return;
+    };
     let redis_addr = redis_url.trim_start_matches("redis://").parse().unwrap();
     let proxy = FaultProxy::start(redis_addr).await;
     let db = TestDb::sqlite();
-    let cache = CacheConfig { redis_url: Some(format!("redis://{}", proxy.addr())), redis_backoff_ms: 200, ..CacheConfig::default() };
+    let cache = CacheConfig {
+        redis_url: Some(format!("redis://{}", proxy.addr())),
+        redis_backoff_ms: 200,
+        ..CacheConfig::default()
+    };
     let app = app_with_cache(&db, cache).await;
     let user = app.create("redis@example.com", "Cached").await;
     app.get(&user.id).await.unwrap();
@@ -112,19 +168,40 @@ async fn redis_failures_fall_back_to_the_database() {
             let started = Instant::now();
             let name = format!("{mode:?} {round}");
             let current = app.get(&user.id).await.unwrap();
-            let update = pb::UpdateUserRequest { id: user.id.clone(), version: current.version, display_name: Some(name.clone()), email: None };
+            let update = pb::UpdateUserRequest {
+                id: user.id.clone(),
+                version: current.version,
+                display_name: Some(name.clone()),
+                email: None,
+            };
             app.client.clone().update_user(update).await.unwrap();
-            assert_eq!(app.get(&user.id).await.unwrap().display_name, name, "reads see the write with Redis {mode:?}");
-            assert!(started.elapsed() < Duration::from_secs(2), "Redis {mode:?} slowed a round to {:?}", started.elapsed());
+            assert_eq!(
+                app.get(&user.id).await.unwrap().display_name,
+                name,
+                "reads see the write with Redis {mode:?}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "Redis {mode:?} slowed a round to {:?}",
+                started.elapsed()
+            );
         }
     }
     let metrics = app.metrics().await;
-    assert!(metrics.lines().any(|l| l.starts_with("cache_errors_total{") && !l.ends_with(" 0")), "errors counted: {metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("cache_errors_total{") && !l.ends_with(" 0")),
+        "errors counted: {metrics}"
+    );
 
     proxy.set_mode(ProxyMode::Forward);
     tokio::time::sleep(Duration::from_millis(300)).await; // past the read back-off
     let current = app.get(&user.id).await.unwrap();
-    let update = pb::UpdateUserRequest { id: user.id.clone(), version: current.version, display_name: Some("Recovered".into()), email: None };
+    let update = pb::UpdateUserRequest {
+        id: user.id.clone(),
+        version: current.version,
+        display_name: Some("Recovered".into()),
+        email: None,
+    };
     app.client.clone().update_user(update).await.unwrap();
     assert_eq!(app.get(&user.id).await.unwrap().display_name, "Recovered");
 }
@@ -134,7 +211,14 @@ async fn redis_failures_fall_back_to_the_database() {
 async fn unreachable_redis_at_start_is_not_fatal() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let db = TestDb::sqlite();
-    let app = app_with_cache(&db, CacheConfig { redis_url: Some(format!("redis://{closed}")), ..CacheConfig::default() }).await;
+    let app = app_with_cache(
+        &db,
+        CacheConfig {
+            redis_url: Some(format!("redis://{closed}")),
+            ..CacheConfig::default()
+        },
+    )
+    .await;
     let user = app.create("nored@example.com", "No Redis").await;
     assert_eq!(app.get(&user.id).await.unwrap(), user);
 }
@@ -143,7 +227,9 @@ async fn unreachable_redis_at_start_is_not_fatal() {
 /// fail fast with UNAVAILABLE, and everything recovers when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
-    let Some(db) = suite_testkit::TestDatabase::create().await else { return };
+    let Some(db) = suite_testkit::TestDatabase::create().await else {
+        return;
+    };
     let proxy = FaultProxy::start(db.server_addr()).await;
     let mut settings = AppSettings::new(suite_db::DatabaseConfig::postgres(db.url_via(proxy.addr())));
     settings.database.acquire_timeout_ms = 500;
@@ -153,13 +239,24 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
 
     proxy.set_mode(ProxyMode::Refuse);
     app.wait_for_health(tonic_health::ServingStatus::NotServing).await;
-    assert_eq!(app.health("liveness").await, tonic_health::ServingStatus::Serving, "liveness ignores dependencies");
+    assert_eq!(
+        app.health("liveness").await,
+        tonic_health::ServingStatus::Serving,
+        "liveness ignores dependencies"
+    );
     let started = Instant::now();
     let status = app.get(&uuid::Uuid::now_v7().to_string()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(!status.message().contains("127.0.0.1"), "no internal detail leaks: {status:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
-    let create = app.client.clone().create_user(pb::CreateUserRequest { email: "lost@example.com".into(), display_name: "L".into() }).await;
+    let create = app
+        .client
+        .clone()
+        .create_user(pb::CreateUserRequest {
+            email: "lost@example.com".into(),
+            display_name: "L".into(),
+        })
+        .await;
     assert_eq!(create.unwrap_err().code(), Code::Unavailable);
 
     proxy.set_mode(ProxyMode::Forward);
@@ -173,7 +270,9 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
 /// next is shed at once with RESOURCE_EXHAUSTED rather than queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_beyond_the_concurrency_limit_is_shed() {
-    let Some(db) = suite_testkit::TestDatabase::create().await else { return };
+    let Some(db) = suite_testkit::TestDatabase::create().await else {
+        return;
+    };
     let proxy = FaultProxy::start(db.server_addr()).await;
     let mut settings = AppSettings::new(suite_db::DatabaseConfig::postgres(db.url_via(proxy.addr())));
     settings.server.max_concurrent_requests = 1;
@@ -191,5 +290,9 @@ async fn load_beyond_the_concurrency_limit_is_shed() {
     let shed = app.get(&user.id).await.unwrap_err();
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
     assert!(started.elapsed() < Duration::from_millis(300), "shedding is immediate, not queued");
-    assert_eq!(slow.await.unwrap().unwrap().into_inner().user.unwrap(), user, "the slow request completed");
+    assert_eq!(
+        slow.await.unwrap().unwrap().into_inner().user.unwrap(),
+        user,
+        "the slow request completed"
+    );
 }

@@ -104,7 +104,13 @@ enum BackendError {
 }
 
 enum Backend {
-    Redis { pool: deadpool_redis::Pool, timeout: Duration, backoff: Duration, skip_reads_until_ms: AtomicU64, epoch: Instant },
+    Redis {
+        pool: deadpool_redis::Pool,
+        timeout: Duration,
+        backoff: Duration,
+        skip_reads_until_ms: AtomicU64,
+        epoch: Instant,
+    },
     Memory(moka::sync::Cache<String, Entry>),
 }
 
@@ -147,7 +153,13 @@ impl Backend {
                 self.redis::<()>(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(millis)).await
             }
             Self::Memory(cache) => {
-                cache.insert(key.to_owned(), Entry { bytes: Arc::from(bytes), ttl });
+                cache.insert(
+                    key.to_owned(),
+                    Entry {
+                        bytes: Arc::from(bytes),
+                        ttl,
+                    },
+                );
                 Ok(())
             }
         }
@@ -164,27 +176,39 @@ impl Backend {
     }
 
     async fn redis<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, BackendError> {
-        let Self::Redis { pool, timeout, .. } = self else { unreachable!("redis command on the memory backend") };
+        let Self::Redis { pool, timeout, .. } = self else {
+            unreachable!("redis command on the memory backend")
+        };
         let run = async {
             let mut connection = pool.get().await?;
             Ok::<T, BackendError>(command.query_async(&mut connection).await?)
         };
-        tokio::time::timeout(*timeout, run).await.map_err(|_| BackendError::Timeout(*timeout))?
+        tokio::time::timeout(*timeout, run)
+            .await
+            .map_err(|_| BackendError::Timeout(*timeout))?
     }
 
     /// Reads skip Redis for a moment after it failed, so a dead Redis adds no
     /// latency to every request; the database answers instead.
     fn reads_paused(&self) -> bool {
         match self {
-            Self::Redis { skip_reads_until_ms, epoch, .. } => {
-                elapsed_ms(*epoch) < skip_reads_until_ms.load(Ordering::Relaxed)
-            }
+            Self::Redis {
+                skip_reads_until_ms,
+                epoch,
+                ..
+            } => elapsed_ms(*epoch) < skip_reads_until_ms.load(Ordering::Relaxed),
             Self::Memory(_) => false,
         }
     }
 
     fn pause_reads(&self) {
-        if let Self::Redis { skip_reads_until_ms, epoch, backoff, .. } = self {
+        if let Self::Redis {
+            skip_reads_until_ms,
+            epoch,
+            backoff,
+            ..
+        } = self
+        {
             let until = elapsed_ms(*epoch).saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
             skip_reads_until_ms.store(until, Ordering::Relaxed);
         }
@@ -237,7 +261,11 @@ impl CacheMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         registry.register("cache_lookups", "Cache lookups by result (hit or miss).", metrics.lookups.clone());
-        registry.register("cache_errors", "Cache backend errors and timeouts, by operation; each one fell back to the database.", metrics.errors.clone());
+        registry.register(
+            "cache_errors",
+            "Cache backend errors and timeouts, by operation; each one fell back to the database.",
+            metrics.errors.clone(),
+        );
         metrics
     }
 }
@@ -262,7 +290,10 @@ const PENDING_BATCH: usize = 256;
 
 impl<V> fmt::Debug for Cache<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cache").field("namespace", &self.namespace).field("backend", &self.backend.name()).finish_non_exhaustive()
+        f.debug_struct("Cache")
+            .field("namespace", &self.namespace)
+            .field("backend", &self.backend.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -275,7 +306,11 @@ impl<V: Cacheable> Cache<V> {
                 let timeout = Duration::from_millis(config.redis_timeout_ms);
                 let mut redis_config = deadpool_redis::Config::from_url(url.clone());
                 let mut pool_config = deadpool_redis::PoolConfig::new(config.redis_pool_size);
-                pool_config.timeouts = deadpool_redis::Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) };
+                pool_config.timeouts = deadpool_redis::Timeouts {
+                    wait: Some(timeout),
+                    create: Some(timeout),
+                    recycle: Some(timeout),
+                };
                 redis_config.pool = Some(pool_config);
                 Backend::Redis {
                     pool: redis_config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?,
@@ -285,7 +320,12 @@ impl<V: Cacheable> Cache<V> {
                     epoch: Instant::now(),
                 }
             }
-            None => Backend::Memory(moka::sync::Cache::builder().max_capacity(config.memory_capacity).expire_after(EntryExpiry).build()),
+            None => Backend::Memory(
+                moka::sync::Cache::builder()
+                    .max_capacity(config.memory_capacity)
+                    .expire_after(EntryExpiry)
+                    .build(),
+            ),
         };
         Ok(Self {
             namespace: namespace.into(),
@@ -408,7 +448,11 @@ impl<V: Cacheable> Cache<V> {
 
     fn jittered_ttl(&self) -> Duration {
         let max_extra = self.ttl.as_millis() * u128::from(self.jitter_percent) / 100;
-        let extra = if max_extra == 0 { 0 } else { rand::rng().random_range(0..=u64::try_from(max_extra).unwrap_or(u64::MAX)) };
+        let extra = if max_extra == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=u64::try_from(max_extra).unwrap_or(u64::MAX))
+        };
         self.ttl + Duration::from_millis(extra)
     }
 
@@ -417,7 +461,9 @@ impl<V: Cacheable> Cache<V> {
     }
 
     fn is_current_flight(&self, full_key: &str, flight: &Arc<OnceCell<Option<V>>>) -> bool {
-        self.lock_flights().get(full_key).is_some_and(|current| Arc::ptr_eq(current, flight))
+        self.lock_flights()
+            .get(full_key)
+            .is_some_and(|current| Arc::ptr_eq(current, flight))
     }
 
     fn leave_flight(&self, full_key: &str, flight: &Arc<OnceCell<Option<V>>>) {
@@ -434,12 +480,20 @@ impl<V: Cacheable> Cache<V> {
     }
 
     fn count_lookup(&self, result: &str) {
-        let labels = LookupLabels { cache: self.namespace.clone(), backend: self.backend.name().to_owned(), result: result.to_owned() };
+        let labels = LookupLabels {
+            cache: self.namespace.clone(),
+            backend: self.backend.name().to_owned(),
+            result: result.to_owned(),
+        };
         self.metrics.lookups.get_or_create(&labels).inc();
     }
 
     fn record_error(&self, operation: Operation, error: &BackendError) {
-        let labels = ErrorLabels { cache: self.namespace.clone(), backend: self.backend.name().to_owned(), operation: operation.as_str().to_owned() };
+        let labels = ErrorLabels {
+            cache: self.namespace.clone(),
+            backend: self.backend.name().to_owned(),
+            operation: operation.as_str().to_owned(),
+        };
         self.metrics.errors.get_or_create(&labels).inc();
         self.backend.pause_reads();
         if let Some(suppressed) = self.error_log.should_log() {

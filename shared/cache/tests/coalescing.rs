@@ -45,11 +45,17 @@ async fn concurrent_misses_share_one_load(config: CacheConfig) {
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1, "32 concurrent misses caused one load");
 
-    let again = cache.get_or_load("key", || async { Ok::<_, Infallible>(Some(Value(0))) }).await.unwrap();
+    let again = cache
+        .get_or_load("key", || async { Ok::<_, Infallible>(Some(Value(0))) })
+        .await
+        .unwrap();
     assert_eq!(again, Some(Value(42)), "later reads hit the cache");
 
     cache.invalidate("key").await;
-    let reloaded = cache.get_or_load("key", || async { Ok::<_, Infallible>(Some(Value(7))) }).await.unwrap();
+    let reloaded = cache
+        .get_or_load("key", || async { Ok::<_, Infallible>(Some(Value(7))) })
+        .await
+        .unwrap();
     assert_eq!(reloaded, Some(Value(7)), "invalidation forces a fresh load");
 }
 
@@ -60,15 +66,23 @@ async fn memory_concurrent_misses_share_one_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_concurrent_misses_share_one_load() {
-    let Some(redis_url) = suite_testkit::redis_url().await else { return };
-    concurrent_misses_share_one_load(CacheConfig { redis_url: Some(redis_url), ..CacheConfig::default() }).await;
+    let Some(redis_url) = suite_testkit::redis_url().await else {
+        return;
+    };
+    concurrent_misses_share_one_load(CacheConfig {
+        redis_url: Some(redis_url),
+        ..CacheConfig::default()
+    })
+    .await;
 }
 
 /// A load that fails is not cached, and the next caller tries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_loads_are_not_cached() {
     let cache = Cache::<Value>::new(&CacheConfig::default(), "test:failures", CacheMetrics::default()).unwrap();
-    let failed = cache.get_or_load("key", || async { Err::<Option<Value>, _>("database down") }).await;
+    let failed = cache
+        .get_or_load("key", || async { Err::<Option<Value>, _>("database down") })
+        .await;
     assert_eq!(failed, Err("database down"));
     let loaded = cache.get_or_load("key", || async { Ok::<_, &str>(Some(Value(1))) }).await;
     assert_eq!(loaded, Ok(Some(Value(1))));

@@ -13,7 +13,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use sea_orm::sqlx;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr, Statement, TransactionTrait};
+use sea_orm::{
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr, Statement,
+    TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 pub use sea_orm;
@@ -46,7 +49,11 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// The embedded default: SQLite under `data_dir`.
     pub fn sqlite(data_dir: impl Into<PathBuf>) -> Self {
-        Self { database_url: None, data_dir: data_dir.into(), ..Self::postgres(String::new()) }
+        Self {
+            database_url: None,
+            data_dir: data_dir.into(),
+            ..Self::postgres(String::new())
+        }
     }
 
     /// A PostgreSQL database at `url`, with default pool settings.
@@ -80,8 +87,10 @@ pub async fn connect(config: &DatabaseConfig, database_name: &str) -> Result<Dat
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => {
-            std::fs::create_dir_all(&config.data_dir)
-                .map_err(|source| ConnectError::DataDir { path: config.data_dir.clone(), source })?;
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| ConnectError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
             let file = config.data_dir.join(format!("{database_name}.sqlite"));
             format!("sqlite://{}?mode=rwc", file.display())
         }
@@ -103,9 +112,10 @@ pub async fn connect(config: &DatabaseConfig, database_name: &str) -> Result<Dat
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
         });
-    Database::connect(options)
-        .await
-        .map_err(|source| ConnectError::Connect { backend: config.backend_name(), source })
+    Database::connect(options).await.map_err(|source| ConnectError::Connect {
+        backend: config.backend_name(),
+        source,
+    })
 }
 
 /// Applies every pending migration of `M`; a no-op when all are applied.
@@ -163,7 +173,9 @@ pub fn classify(error: &DbErr) -> DbFailure {
 }
 
 fn classify_runtime(error: &RuntimeErr) -> DbFailure {
-    let RuntimeErr::SqlxError(error) = error else { return DbFailure::Other };
+    let RuntimeErr::SqlxError(error) = error else {
+        return DbFailure::Other;
+    };
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -174,9 +186,7 @@ fn classify_runtime(error: &RuntimeErr) -> DbFailure {
         sqlx::Error::Database(database) => match database.code().as_deref() {
             // PostgreSQL classes 08 (connection), 53 (insufficient resources),
             // 57 (operator intervention: shutdown, statement timeout).
-            Some(code) if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => {
-                DbFailure::Unavailable
-            }
+            Some(code) if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => DbFailure::Unavailable,
             // SQLite BUSY and LOCKED: another writer held the file past the busy timeout.
             Some("5" | "6" | "517" | "262") => DbFailure::Unavailable,
             _ => DbFailure::Other,
@@ -221,7 +231,11 @@ impl Collector for PoolMetrics {
             ("db_pool_connections_open", "Connections currently open in the pool.", open),
             ("db_pool_connections_idle", "Open connections not serving a query.", idle),
             ("db_pool_connections_in_use", "Connections serving a query right now.", open - idle),
-            ("db_pool_connections_max", "Configured upper bound of the pool.", i64::from(self.max_connections)),
+            (
+                "db_pool_connections_max",
+                "Configured upper bound of the pool.",
+                i64::from(self.max_connections),
+            ),
         ] {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;

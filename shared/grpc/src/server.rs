@@ -54,7 +54,10 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(grpc: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self { grpc: TcpListener::bind(grpc).await?, admin: TcpListener::bind(admin).await? })
+        Ok(Self {
+            grpc: TcpListener::bind(grpc).await?,
+            admin: TcpListener::bind(admin).await?,
+        })
     }
 }
 
@@ -82,7 +85,9 @@ pub struct GrpcServer {
 
 impl std::fmt::Debug for GrpcServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcServer").field("services", &self.service_names).finish_non_exhaustive()
+        f.debug_struct("GrpcServer")
+            .field("services", &self.service_names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +150,10 @@ impl GrpcServer {
     pub async fn serve(mut self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let known_paths = self.known_paths();
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
-        let health = Health { reporter: self.health_reporter.clone(), service_names: self.service_names.clone() };
+        let health = Health {
+            reporter: self.health_reporter.clone(),
+            service_names: self.service_names.clone(),
+        };
         health.reporter.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
         let readiness_task = tokio::spawn(health.clone().follow(self.readiness.take(), self.config.readiness_interval()));
 
@@ -168,7 +176,11 @@ impl GrpcServer {
             .http2_max_header_list_size(Some(16 * 1024))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(ServiceBuilder::new().layer(RpcMetricsLayer::new(metrics)).layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests)))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(RpcMetricsLayer::new(metrics))
+                    .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests)),
+            )
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(accept_loop(listeners.grpc), async {
                 let _ = drain_started.await;
@@ -205,19 +217,27 @@ impl GrpcServer {
     fn reflection(&self) -> tonic_reflection::server::Builder<'static> {
         self.descriptor_sets
             .iter()
-            .fold(tonic_reflection::server::Builder::configure(), |builder, set| builder.register_encoded_file_descriptor_set(set))
+            .fold(tonic_reflection::server::Builder::configure(), |builder, set| {
+                builder.register_encoded_file_descriptor_set(set)
+            })
     }
 
     /// `/package.Service/Method` for every method in the descriptor sets, plus reflection.
     fn known_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = REFLECTION_PATHS.iter().map(|path| (*path).to_owned()).collect();
         for encoded in &self.descriptor_sets {
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else { continue };
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
+                continue;
+            };
             for file in set.file {
                 let package = file.package();
                 for service in &file.service {
                     for method in &service.method {
-                        let qualified = if package.is_empty() { service.name().to_owned() } else { format!("{package}.{}", service.name()) };
+                        let qualified = if package.is_empty() {
+                            service.name().to_owned()
+                        } else {
+                            format!("{package}.{}", service.name())
+                        };
                         paths.push(format!("/{qualified}/{}", method.name()));
                     }
                 }
@@ -262,7 +282,12 @@ impl Health {
                 } else {
                     tracing::warn!("a dependency is unreachable; health reports NOT_SERVING");
                 }
-                self.set(if now_ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+                self.set(if now_ready {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                })
+                .await;
                 ready = Some(now_ready);
             }
         }
@@ -293,7 +318,8 @@ fn accept_loop(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, st
 /// The admin port's routes: Prometheus text at `/metrics`, gRPC health for
 /// probes, and reflection so grpcurl can query health there too.
 fn admin_routes(health: HealthServer<HealthService>, registry: Arc<Registry>) -> Result<axum::Router, ServeError> {
-    let reflection = || tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let reflection =
+        || tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
     Ok(Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -318,7 +344,14 @@ async fn serve_admin(listener: TcpListener, routes: axum::Router, stop: tokio::s
 fn render_metrics(registry: &Registry) -> axum::response::Response {
     let mut text = String::with_capacity(16 * 1024);
     match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(()) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot encode metrics");
             http::StatusCode::INTERNAL_SERVER_ERROR.into_response()

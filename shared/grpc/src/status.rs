@@ -19,7 +19,10 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
@@ -97,7 +100,10 @@ mod tests {
             FieldViolation::new("display_name", "must not be empty"),
         ]);
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.message(), "invalid request: email: must be a valid address; display_name: must not be empty");
+        assert_eq!(
+            status.message(),
+            "invalid request: email: must be a valid address; display_name: must not be empty"
+        );
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("bad request details");
         let fields: Vec<_> = bad_request.field_violations.iter().map(|v| v.field.as_str()).collect();

@@ -11,8 +11,8 @@ use std::fmt;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
 /// How log lines are written.
@@ -62,7 +62,11 @@ pub fn init_logging(service: &'static str, format: LogFormat, filter: &str) {
             .with_env_filter(filter)
             .event_format(WithService {
                 service,
-                inner: tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(true).with_span_list(false),
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
             })
             .try_init(),
         LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).try_init(),
@@ -113,7 +117,13 @@ struct RateState {
 
 impl RateLimitedLog {
     pub fn new(interval: Duration) -> Self {
-        Self { interval, state: Mutex::new(RateState { last_emitted: None, suppressed: 0 }) }
+        Self {
+            interval,
+            state: Mutex::new(RateState {
+                last_emitted: None,
+                suppressed: 0,
+            }),
+        }
     }
 
     /// Returns `Some(suppressed_since_last)` when the caller should log now.

@@ -33,12 +33,39 @@ fn unavailable<T>(backend: &str, detail: &str) -> Option<T> {
 
 /// Installs a test log subscriber once (output captured per test by the runner).
 pub fn init_logging() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .try_init();
 }
 
 /// Admin URL of the PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
     std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// Whether the PostgreSQL server answers (for the pre-test banner).
+pub async fn postgres_reachable() -> Result<String, String> {
+    let url = postgres_admin_url();
+    let authority = url.split('@').next_back().unwrap_or(&url).to_owned();
+    match tokio::time::timeout(PROBE_TIMEOUT, Database::connect(&url)).await {
+        Ok(Ok(connection)) => {
+            connection.close().await.ok();
+            Ok(authority)
+        }
+        Ok(Err(error)) => Err(format!("{authority}: {error}")),
+        Err(_) => Err(format!("{authority}: connect timed out")),
+    }
+}
+
+/// Whether Redis answers PING (for the pre-test banner).
+pub async fn redis_reachable() -> Result<String, String> {
+    let addr = std::env::var("TEST_REDIS_ADDR").unwrap_or_else(|_| DEFAULT_REDIS_ADDR.to_owned());
+    match tokio::time::timeout(PROBE_TIMEOUT, ping_redis(&addr)).await {
+        Ok(Ok(())) => Ok(addr),
+        Ok(Err(error)) => Err(format!("{addr}: {error}")),
+        Err(_) => Err(format!("{addr}: PING timed out")),
+    }
 }
 
 /// A PostgreSQL database created for one test and dropped when this is dropped.
@@ -60,7 +87,10 @@ impl TestDatabase {
             Err(_) => return unavailable("PostgreSQL", "connect timed out"),
         };
         let name = format!("suite_test_{}", uuid::Uuid::new_v4().simple());
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
         admin.close().await.ok();
         let url = match admin_url.rsplit_once('/') {
             Some((server, _)) => format!("{server}/{name}"),
@@ -71,7 +101,12 @@ impl TestDatabase {
 
     /// Address of the PostgreSQL server, for putting a [`FaultProxy`] in front of it.
     pub fn server_addr(&self) -> SocketAddr {
-        let authority = self.url.split('@').next_back().and_then(|rest| rest.split('/').next()).unwrap_or("127.0.0.1:5432");
+        let authority = self
+            .url
+            .split('@')
+            .next_back()
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("127.0.0.1:5432");
         authority.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5432)))
     }
 
@@ -87,10 +122,14 @@ impl Drop for TestDatabase {
         // Drop runs inside the test's runtime, which cannot be blocked on; a
         // separate thread with its own runtime removes the database.
         let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             runtime.block_on(async {
                 if let Ok(admin) = Database::connect(&admin_url).await {
-                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
                     admin.close().await.ok();
                 }
             });
@@ -102,11 +141,9 @@ impl Drop for TestDatabase {
 /// The Redis URL tests use, or `None` (after a loud skip) when Redis does not
 /// answer PING outside CI.
 pub async fn redis_url() -> Option<String> {
-    let addr = std::env::var("TEST_REDIS_ADDR").unwrap_or_else(|_| DEFAULT_REDIS_ADDR.to_owned());
-    match tokio::time::timeout(PROBE_TIMEOUT, ping_redis(&addr)).await {
-        Ok(Ok(())) => Some(format!("redis://{addr}")),
-        Ok(Err(error)) => unavailable("Redis", &error.to_string()),
-        Err(_) => unavailable("Redis", "PING timed out"),
+    match redis_reachable().await {
+        Ok(addr) => Some(format!("redis://{addr}")),
+        Err(detail) => unavailable("Redis", &detail),
     }
 }
 
@@ -116,12 +153,19 @@ async fn ping_redis(addr: &str) -> std::io::Result<()> {
     stream.write_all(b"PING\r\n").await?;
     let mut reply = [0_u8; 7];
     stream.read_exact(&mut reply).await?;
-    if &reply == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("unexpected reply to PING")) }
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("unexpected reply to PING"))
+    }
 }
 
 /// The workspace root (where `Cargo.toml` and `.tools/` live).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
 }
 
 /// Path of one of the workspace's binaries in the profile the tests were built
@@ -129,7 +173,10 @@ pub fn workspace_root() -> PathBuf {
 pub fn workspace_binary(name: &str) -> PathBuf {
     let test_executable = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = test_executable.parent().and_then(|deps| deps.parent()).expect("test executable lives in target/<profile>/deps");
+    let profile_dir = test_executable
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
     let binary = profile_dir.join(name);
     if !binary.exists() {
         let status = std::process::Command::new(env!("CARGO"))
@@ -145,17 +192,21 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// The grpcurl binary installed by `scripts/install-tools`, `$GRPCURL`, or on
 /// `PATH`; `None` (after a loud skip) outside CI when there is none.
 pub fn grpcurl() -> Option<PathBuf> {
+    grpcurl_path().or_else(|| unavailable("grpcurl", "not installed; run `just tools`"))
+}
+
+/// Where grpcurl is, if anywhere.
+pub fn grpcurl_path() -> Option<PathBuf> {
     let candidates = std::env::var_os("GRPCURL")
         .map(PathBuf::from)
         .into_iter()
         .chain([workspace_root().join(".tools/bin/grpcurl")])
-        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| std::env::split_paths(&path).map(|dir| dir.join("grpcurl")).collect::<Vec<_>>()));
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    unavailable("grpcurl", "not installed; run `just tools`")
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|path| std::env::split_paths(&path).map(|dir| dir.join("grpcurl")).collect::<Vec<_>>()),
+        );
+    candidates.into_iter().find(|candidate| candidate.is_file())
 }
 
 /// The Prometheus text an admin port serves at `/metrics` (plain HTTP/1.1, so
@@ -163,7 +214,10 @@ pub fn grpcurl() -> Option<PathBuf> {
 pub async fn scrape_metrics(admin: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin).await.expect("connect to admin port");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.expect("send scrape");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send scrape");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read scrape");
     assert!(response.starts_with("HTTP/1.1 200"), "scrape failed: {response}");
@@ -172,5 +226,8 @@ pub async fn scrape_metrics(admin: SocketAddr) -> String {
 
 /// The value of the first sample whose line starts with `series` (name and labels).
 pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().split(' ').next()?.parse().ok())
+    })
 }

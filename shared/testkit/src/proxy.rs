@@ -78,7 +78,11 @@ async fn handle(client: TcpStream, target: SocketAddr, mut modes: watch::Receive
             drop(client);
         }
         ProxyMode::Forward | ProxyMode::Delay(_) => {
-            let delay = if let ProxyMode::Delay(delay) = mode { delay } else { Duration::ZERO };
+            let delay = if let ProxyMode::Delay(delay) = mode {
+                delay
+            } else {
+                Duration::ZERO
+            };
             let Ok(upstream) = TcpStream::connect(target).await else { return };
             let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);

@@ -61,7 +61,10 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 const EXIT_TARGET_MISSED: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "suite-bench", about = "GetUser cache-hit benchmark against the real user-service binary, beside a trivial endpoint as the ceiling.")]
+#[command(
+    name = "suite-bench",
+    about = "GetUser cache-hit benchmark against the real user-service binary, beside a trivial endpoint as the ceiling."
+)]
 struct Args {
     /// The `user-service` binary to start; defaults to the one beside this executable.
     #[arg(long)]
@@ -103,21 +106,43 @@ struct Args {
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    ensure!(args.connections <= args.concurrency, "--connections ({}) cannot exceed --concurrency ({})", args.connections, args.concurrency);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the load generator's runtime")?;
+    ensure!(
+        args.connections <= args.concurrency,
+        "--connections ({}) cannot exceed --concurrency ({})",
+        args.connections,
+        args.concurrency
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the load generator's runtime")?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server_bin = match &args.server_bin {
         Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot locate this executable")?.with_file_name("user-service"),
+        None => std::env::current_exe()
+            .context("cannot locate this executable")?
+            .with_file_name("user-service"),
     };
-    ensure!(server_bin.is_file(), "no server binary at {} (build it with `cargo build --release -p user-service`, or pass --server-bin)", server_bin.display());
+    ensure!(
+        server_bin.is_file(),
+        "no server binary at {} (build it with `cargo build --release -p user-service`, or pass --server-bin)",
+        server_bin.display()
+    );
 
     let mut server = Server::start(&server_bin, &args)?;
-    eprintln!("suite-bench: started {} (pid {}) on {}, admin {}", server_bin.display(), server.pid(), server.grpc_addr, server.admin_addr);
-    let endpoint = Endpoint::from_shared(format!("http://{}", server.grpc_addr))?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
+    eprintln!(
+        "suite-bench: started {} (pid {}) on {}, admin {}",
+        server_bin.display(),
+        server.pid(),
+        server.grpc_addr,
+        server.admin_addr
+    );
+    let endpoint = Endpoint::from_shared(format!("http://{}", server.grpc_addr))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
     server.wait_until_serving(&endpoint).await?;
 
     tokio::time::sleep(Duration::from_millis(args.idle_ms)).await;
@@ -128,11 +153,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let warmup = Duration::from_secs(args.warmup_seconds);
     let window = Duration::from_secs(args.seconds);
-    eprintln!("suite-bench: {TRIVIAL_ENDPOINT}: {}s warm-up + {}s measured", args.warmup_seconds, args.seconds);
-    let trivial = run_phase(&endpoint, &args, warmup, window, |channel| HealthCall { client: HealthClient::new(channel) }).await?;
+    eprintln!(
+        "suite-bench: {TRIVIAL_ENDPOINT}: {}s warm-up + {}s measured",
+        args.warmup_seconds, args.seconds
+    );
+    let trivial = run_phase(&endpoint, &args, warmup, window, |channel| HealthCall {
+        client: HealthClient::new(channel),
+    })
+    .await?;
     let after_trivial = scrape_cache_lookups(server.admin_addr).await?;
-    eprintln!("suite-bench: {GET_USER_ENDPOINT}: {}s warm-up + {}s measured", args.warmup_seconds, args.seconds);
-    let get_user = run_phase(&endpoint, &args, warmup, window, |channel| GetUserCall { client: UserServiceClient::new(channel), id: user_id.clone() }).await?;
+    eprintln!(
+        "suite-bench: {GET_USER_ENDPOINT}: {}s warm-up + {}s measured",
+        args.warmup_seconds, args.seconds
+    );
+    let get_user = run_phase(&endpoint, &args, warmup, window, |channel| GetUserCall {
+        client: UserServiceClient::new(channel),
+        id: user_id.clone(),
+    })
+    .await?;
     let after = scrape_cache_lookups(server.admin_addr).await?;
 
     let loaded_rss_kib = server.rss_kib()?;
@@ -171,15 +209,28 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Creates the benchmark's user and reads it once so the cache holds it.
 async fn create_and_warm_user(endpoint: &Endpoint) -> anyhow::Result<String> {
     let mut client = UserServiceClient::new(endpoint.connect().await.context("cannot connect to the gRPC port")?);
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or(0);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0);
     let created = client
-        .create_user(with_timeout(pb::CreateUserRequest { email: format!("bench-{stamp}@example.com"), display_name: "Bench User".to_owned() }))
+        .create_user(with_timeout(pb::CreateUserRequest {
+            email: format!("bench-{stamp}@example.com"),
+            display_name: "Bench User".to_owned(),
+        }))
         .await
         .context("CreateUser failed")?
         .into_inner();
     let user = created.user.context("CreateUser answered without a user")?;
-    let read = client.get_user(with_timeout(pb::GetUserRequest { id: user.id.clone() })).await.context("warming GetUser failed")?.into_inner();
-    ensure!(read.user.as_ref().is_some_and(|read| read.id == user.id), "warming GetUser returned a different user");
+    let read = client
+        .get_user(with_timeout(pb::GetUserRequest { id: user.id.clone() }))
+        .await
+        .context("warming GetUser failed")?
+        .into_inner();
+    ensure!(
+        read.user.as_ref().is_some_and(|read| read.id == user.id),
+        "warming GetUser returned a different user"
+    );
     Ok(user.id)
 }
 
@@ -260,13 +311,22 @@ struct Window {
 /// Runs `concurrency` looping tasks over `connections` fresh connections: a
 /// warm-up, then the measured window. A request counts in the window when it
 /// started inside it.
-async fn run_phase<C: Call>(endpoint: &Endpoint, args: &Args, warmup: Duration, window: Duration, make_call: impl Fn(Channel) -> C) -> anyhow::Result<PhaseResult> {
+async fn run_phase<C: Call>(
+    endpoint: &Endpoint,
+    args: &Args,
+    warmup: Duration,
+    window: Duration,
+    make_call: impl Fn(Channel) -> C,
+) -> anyhow::Result<PhaseResult> {
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(endpoint.connect().await.context("cannot open a benchmark connection")?);
     }
     let start = Instant::now();
-    let timing = Window { measure_from: start + warmup, measure_until: start + warmup + window };
+    let timing = Window {
+        measure_from: start + warmup,
+        measure_until: start + warmup + window,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for slot in 0..args.concurrency as usize {
         let channel = channels[slot % channels.len()].clone();
@@ -274,7 +334,13 @@ async fn run_phase<C: Call>(endpoint: &Endpoint, args: &Args, warmup: Duration, 
     }
     drop(channels);
 
-    let mut result = PhaseResult { requests: 0, errors: 0, first_error: None, window, latency_us: new_histogram()? };
+    let mut result = PhaseResult {
+        requests: 0,
+        errors: 0,
+        first_error: None,
+        window,
+        latency_us: new_histogram()?,
+    };
     while let Some(joined) = tasks.join_next().await {
         let slot = joined.context("a load task panicked")??;
         result.requests += slot.requests;
@@ -295,7 +361,12 @@ struct SlotResult {
 }
 
 async fn drive<C: Call>(mut call: C, timing: Window) -> anyhow::Result<SlotResult> {
-    let mut slot = SlotResult { requests: 0, errors: 0, first_error: None, latency_us: new_histogram()? };
+    let mut slot = SlotResult {
+        requests: 0,
+        errors: 0,
+        first_error: None,
+        latency_us: new_histogram()?,
+    };
     loop {
         let started = Instant::now();
         if started >= timing.measure_until {
@@ -306,7 +377,8 @@ async fn drive<C: Call>(mut call: C, timing: Window) -> anyhow::Result<SlotResul
         match outcome {
             Ok(()) if started >= timing.measure_from => {
                 slot.requests += 1;
-                slot.latency_us.saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1));
+                slot.latency_us
+                    .saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1));
             }
             Ok(()) => {}
             Err(status) => {
@@ -340,7 +412,10 @@ impl Server {
         let data_dir = std::env::temp_dir().join(format!(
             "suite-bench-{}-{}",
             std::process::id(),
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_nanos()).unwrap_or(0)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos())
+                .unwrap_or(0)
         ));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
         let (grpc_addr, admin_addr) = match free_ports() {
@@ -377,7 +452,13 @@ impl Server {
                 return Err(error).with_context(|| format!("cannot start {}", binary.display()));
             }
         };
-        Ok(Self { child, stopped: None, data_dir, grpc_addr, admin_addr })
+        Ok(Self {
+            child,
+            stopped: None,
+            data_dir,
+            grpc_addr,
+            admin_addr,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -397,7 +478,10 @@ impl Server {
                 bail!("the server did not report SERVING within {STARTUP_TIMEOUT:?}: {last_problem}");
             }
             match endpoint.connect().await {
-                Ok(channel) => match HealthClient::new(channel).check(with_timeout(HealthCheckRequest { service: String::new() })).await {
+                Ok(channel) => match HealthClient::new(channel)
+                    .check(with_timeout(HealthCheckRequest { service: String::new() }))
+                    .await
+                {
                     Ok(response) if response.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
                     Ok(response) => last_problem = format!("health status {}", response.get_ref().status),
                     Err(status) => last_problem = format!("health check failed: {status}"),
@@ -412,7 +496,10 @@ impl Server {
     fn rss_kib(&self) -> anyhow::Result<u64> {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:")).with_context(|| format!("no VmRSS in {path}"))?;
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .with_context(|| format!("no VmRSS in {path}"))?;
         let kib = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim();
         kib.parse().with_context(|| format!("cannot parse {line:?}"))
     }
@@ -422,7 +509,11 @@ impl Server {
         if let Some(status) = self.stopped {
             return Ok(status);
         }
-        let signalled = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().context("cannot run kill")?;
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .context("cannot run kill")?;
         ensure!(signalled.success(), "kill -TERM {} failed: {signalled}", self.pid());
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
@@ -473,7 +564,11 @@ struct CacheLookups {
 
 impl CacheLookups {
     fn minus(&self, earlier: &Self) -> Self {
-        Self { backend: self.backend.clone(), hits: self.hits.saturating_sub(earlier.hits), misses: self.misses.saturating_sub(earlier.misses) }
+        Self {
+            backend: self.backend.clone(),
+            hits: self.hits.saturating_sub(earlier.hits),
+            misses: self.misses.saturating_sub(earlier.misses),
+        }
     }
 }
 
@@ -482,7 +577,9 @@ impl CacheLookups {
 async fn scrape_cache_lookups(admin_addr: SocketAddr) -> anyhow::Result<CacheLookups> {
     let text = tokio::time::timeout(RPC_TIMEOUT, async {
         let mut stream = tokio::net::TcpStream::connect(admin_addr).await?;
-        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {admin_addr}\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {admin_addr}\r\n\r\n").as_bytes())
+            .await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
@@ -490,7 +587,11 @@ async fn scrape_cache_lookups(admin_addr: SocketAddr) -> anyhow::Result<CacheLoo
     .await
     .context("timed out reading /metrics")?
     .context("cannot read /metrics")?;
-    ensure!(text.starts_with("HTTP/1.") && text.split(' ').nth(1) == Some("200"), "/metrics answered {:?}", text.lines().next());
+    ensure!(
+        text.starts_with("HTTP/1.") && text.split(' ').nth(1) == Some("200"),
+        "/metrics answered {:?}",
+        text.lines().next()
+    );
 
     let mut lookups = CacheLookups::default();
     for line in text.lines().filter(|line| line.starts_with("cache_lookups_total{")) {
@@ -551,10 +652,26 @@ impl Report<'_> {
         let ratio = self.ratio_percent();
         let rss = self.idle_rss_mb();
         vec![
-            Target { name: format!("GetUser throughput >= {} req/s", thousands(TARGET_MIN_RPS)), measured: format!("{} req/s", thousands(rps)), met: rps >= TARGET_MIN_RPS },
-            Target { name: format!("GetUser p99 <= {TARGET_MAX_P99_MS} ms"), measured: format!("{p99:.2} ms"), met: p99 <= TARGET_MAX_P99_MS },
-            Target { name: format!("GetUser >= {TARGET_MIN_RATIO_PERCENT}% of trivial throughput"), measured: format!("{ratio:.1}%"), met: ratio >= TARGET_MIN_RATIO_PERCENT },
-            Target { name: format!("idle RSS < {TARGET_MAX_IDLE_RSS_MB} MB"), measured: format!("{rss:.1} MB"), met: rss < TARGET_MAX_IDLE_RSS_MB },
+            Target {
+                name: format!("GetUser throughput >= {} req/s", thousands(TARGET_MIN_RPS)),
+                measured: format!("{} req/s", thousands(rps)),
+                met: rps >= TARGET_MIN_RPS,
+            },
+            Target {
+                name: format!("GetUser p99 <= {TARGET_MAX_P99_MS} ms"),
+                measured: format!("{p99:.2} ms"),
+                met: p99 <= TARGET_MAX_P99_MS,
+            },
+            Target {
+                name: format!("GetUser >= {TARGET_MIN_RATIO_PERCENT}% of trivial throughput"),
+                measured: format!("{ratio:.1}%"),
+                met: ratio >= TARGET_MIN_RATIO_PERCENT,
+            },
+            Target {
+                name: format!("idle RSS < {TARGET_MAX_IDLE_RSS_MB} MB"),
+                measured: format!("{rss:.1} MB"),
+                met: rss < TARGET_MAX_IDLE_RSS_MB,
+            },
         ]
     }
 
@@ -575,7 +692,10 @@ impl Report<'_> {
         );
         let _ = writeln!(out, "| endpoint | requests/s | p50 ms | p99 ms | max ms | errors |");
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-        for (name, phase) in [(format!("`{TRIVIAL_ENDPOINT}` (trivial, ceiling)"), &self.trivial), (format!("`{GET_USER_ENDPOINT}` (cache hit)"), &self.get_user)] {
+        for (name, phase) in [
+            (format!("`{TRIVIAL_ENDPOINT}` (trivial, ceiling)"), &self.trivial),
+            (format!("`{GET_USER_ENDPOINT}` (cache hit)"), &self.get_user),
+        ] {
             let _ = writeln!(
                 out,
                 "| {name} | {} | {:.2} | {:.2} | {:.2} | {} |",
@@ -588,10 +708,25 @@ impl Report<'_> {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "- GetUser / trivial throughput: **{:.1}%**", self.ratio_percent());
-        let _ = writeln!(out, "- idle RSS (after start-up and {} ms idle, before load): **{:.1} MB** ({} KiB)", args.idle_ms, self.idle_rss_mb(), self.idle_rss_kib);
-        let _ = writeln!(out, "- RSS after load: {:.1} MB ({} KiB)", kib_to_mb(self.loaded_rss_kib), self.loaded_rss_kib);
+        let _ = writeln!(
+            out,
+            "- idle RSS (after start-up and {} ms idle, before load): **{:.1} MB** ({} KiB)",
+            args.idle_ms,
+            self.idle_rss_mb(),
+            self.idle_rss_kib
+        );
+        let _ = writeln!(
+            out,
+            "- RSS after load: {:.1} MB ({} KiB)",
+            kib_to_mb(self.loaded_rss_kib),
+            self.loaded_rss_kib
+        );
         let lookups = &self.lookups_during_get_user;
-        let _ = writeln!(out, "- cache lookups during the GetUser phase: {} hits, {} misses", lookups.hits, lookups.misses);
+        let _ = writeln!(
+            out,
+            "- cache lookups during the GetUser phase: {} hits, {} misses",
+            lookups.hits, lookups.misses
+        );
         let _ = writeln!(out, "- server (pid {}) after SIGTERM: {}", self.server_pid, self.server_exit);
         for (name, phase) in [("trivial", &self.trivial), ("GetUser", &self.get_user)] {
             if let Some(error) = &phase.first_error {
@@ -599,17 +734,30 @@ impl Report<'_> {
             }
         }
         if lookups.misses > 0 || lookups.hits == 0 {
-            let _ = writeln!(out, "- **warning**: not every GetUser was a cache hit; these are not cache-hit figures");
+            let _ = writeln!(
+                out,
+                "- **warning**: not every GetUser was a cache hit; these are not cache-hit figures"
+            );
         }
         if self.lookups_during_trivial.hits + self.lookups_during_trivial.misses > 0 {
             let _ = writeln!(out, "- **warning**: the cache was used during the trivial phase");
         }
         let _ = writeln!(out);
-        let note = if self.backend == "memory" { String::new() } else { format!(" (set for the in-process cache; this run used {})", self.backend) };
+        let note = if self.backend == "memory" {
+            String::new()
+        } else {
+            format!(" (set for the in-process cache; this run used {})", self.backend)
+        };
         let _ = writeln!(out, "| target{note} | measured | result |");
         let _ = writeln!(out, "|---|---:|---|");
         for target in self.targets() {
-            let _ = writeln!(out, "| {} | {} | {} |", target.name, target.measured, if target.met { "PASS" } else { "FAIL" });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                target.name,
+                target.measured,
+                if target.met { "PASS" } else { "FAIL" }
+            );
         }
         out
     }

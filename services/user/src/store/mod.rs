@@ -4,7 +4,9 @@ pub mod entity;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::domain::{NewUser, UserChanges};
@@ -53,7 +55,9 @@ impl UserStore {
             .filter(Column::Id.eq(id))
             .filter(Column::Version.eq(expected_version));
         if let Some(email) = &changes.email {
-            update = update.col_expr(Column::Email, Expr::value(email.as_str())).col_expr(Column::EmailKey, Expr::value(email.key()));
+            update = update
+                .col_expr(Column::Email, Expr::value(email.as_str()))
+                .col_expr(Column::EmailKey, Expr::value(email.key()));
         }
         if let Some(display_name) = &changes.display_name {
             update = update.col_expr(Column::DisplayName, Expr::value(display_name.as_str()));
@@ -63,7 +67,10 @@ impl UserStore {
         transaction.commit().await?;
         match current {
             Some(user) if updated == 1 => Ok(user),
-            Some(user) => Err(UserError::VersionMismatch { current: user.version, requested: expected_version }),
+            Some(user) => Err(UserError::VersionMismatch {
+                current: user.version,
+                requested: expected_version,
+            }),
             None => Err(UserError::NotFound(id)),
         }
     }
@@ -79,7 +86,10 @@ impl UserStore {
             return Ok(());
         }
         match (self.get(id).await?, expected_version) {
-            (Some(user), Some(requested)) => Err(UserError::VersionMismatch { current: user.version, requested }),
+            (Some(user), Some(requested)) => Err(UserError::VersionMismatch {
+                current: user.version,
+                requested,
+            }),
             _ => Err(UserError::NotFound(id)),
         }
     }

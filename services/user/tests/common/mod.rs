@@ -82,8 +82,16 @@ pub struct AppSettings {
 
 impl AppSettings {
     pub fn new(database: DatabaseConfig) -> Self {
-        let server = ServerConfig { readiness_interval_ms: 100, shutdown_grace_ms: 5_000, ..ServerConfig::default() };
-        Self { database, cache: CacheConfig::default(), server }
+        let server = ServerConfig {
+            readiness_interval_ms: 100,
+            shutdown_grace_ms: 5_000,
+            ..ServerConfig::default()
+        };
+        Self {
+            database,
+            cache: CacheConfig::default(),
+            server,
+        }
     }
 }
 
@@ -102,7 +110,9 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 
 pub async fn spawn_app_with(settings: AppSettings) -> TestApp {
     suite_testkit::init_logging();
-    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let grpc_addr = listeners.grpc.local_addr().unwrap();
     let admin_addr = listeners.admin.local_addr().unwrap();
     let config = ServeConfig {
@@ -118,8 +128,19 @@ pub async fn spawn_app_with(settings: AppSettings) -> TestApp {
     let task = tokio::spawn(user_service::app::serve(config, listeners, async {
         let _ = stop.await;
     }));
-    let channel = Channel::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.unwrap();
-    let app = TestApp { client: UserServiceClient::new(channel.clone()), channel, grpc_addr, admin_addr, shutdown: Some(shutdown), task: Some(task) };
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let app = TestApp {
+        client: UserServiceClient::new(channel.clone()),
+        channel,
+        grpc_addr,
+        admin_addr,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    };
     app.wait_until_serving().await;
     app
 }
@@ -127,9 +148,16 @@ pub async fn spawn_app_with(settings: AppSettings) -> TestApp {
 impl TestApp {
     /// Health of `service` ("" for the whole server) on the admin port.
     pub async fn health(&self, service: &str) -> tonic_health::ServingStatus {
-        let channel = Channel::from_shared(format!("http://{}", self.admin_addr)).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", self.admin_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let response = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
+        let response = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap();
         match response.into_inner().status {
             1 => tonic_health::ServingStatus::Serving,
             2 => tonic_health::ServingStatus::NotServing,
@@ -157,19 +185,35 @@ impl TestApp {
     }
 
     pub async fn create(&self, email: &str, display_name: &str) -> pb::User {
-        let request = pb::CreateUserRequest { email: email.into(), display_name: display_name.into() };
+        let request = pb::CreateUserRequest {
+            email: email.into(),
+            display_name: display_name.into(),
+        };
         self.client.clone().create_user(request).await.unwrap().into_inner().user.unwrap()
     }
 
     pub async fn get(&self, id: &str) -> Result<pb::User, tonic::Status> {
-        Ok(self.client.clone().get_user(pb::GetUserRequest { id: id.into() }).await?.into_inner().user.unwrap())
+        Ok(self
+            .client
+            .clone()
+            .get_user(pb::GetUserRequest { id: id.into() })
+            .await?
+            .into_inner()
+            .user
+            .unwrap())
     }
 
     pub async fn list_all(&self, page_size: i32) -> Vec<pb::User> {
         let mut users = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = self.client.clone().list_users(pb::ListUsersRequest { page_size, page_token }).await.unwrap().into_inner();
+            let page = self
+                .client
+                .clone()
+                .list_users(pb::ListUsersRequest { page_size, page_token })
+                .await
+                .unwrap()
+                .into_inner();
             users.extend(page.users);
             if page.next_page_token.is_empty() {
                 return users;
@@ -203,6 +247,12 @@ pub fn assert_violation<T: std::fmt::Debug>(result: Result<T, tonic::Status>, fi
     let status = result.expect_err("request should have been rejected");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
-    let fields: Vec<String> = details.bad_request().map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default();
-    assert!(fields.iter().any(|f| f == field), "expected a violation on {field}, got {fields:?} ({status:?})");
+    let fields: Vec<String> = details
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    assert!(
+        fields.iter().any(|f| f == field),
+        "expected a violation on {field}, got {fields:?} ({status:?})"
+    );
 }

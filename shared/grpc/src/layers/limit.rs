@@ -19,7 +19,9 @@ pub struct ConcurrencyLimitLayer {
 impl ConcurrencyLimitLayer {
     /// `max_in_flight` requests across every connection of the server.
     pub fn new(max_in_flight: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_in_flight)) }
+        Self {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+        }
     }
 }
 
@@ -27,7 +29,10 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     type Service = ConcurrencyLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit { inner, permits: self.permits.clone() }
+        ConcurrencyLimit {
+            inner,
+            permits: self.permits.clone(),
+        }
     }
 }
 

@@ -56,7 +56,11 @@ impl RpcServerMetrics {
     pub fn register(registry: &mut Registry, known_paths: impl IntoIterator<Item = String>) -> Self {
         let duration = Family::<CallLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let in_flight = Family::<MethodLabels, Gauge>::default();
-        registry.register("rpc_server_call_duration_seconds", "Duration of gRPC calls handled by this server, by method and status code.", duration.clone());
+        registry.register(
+            "rpc_server_call_duration_seconds",
+            "Duration of gRPC calls handled by this server, by method and status code.",
+            duration.clone(),
+        );
         registry.register("rpc_server_active_calls", "gRPC calls being handled right now.", in_flight.clone());
         let known_methods = known_paths
             .into_iter()
@@ -65,17 +69,27 @@ impl RpcServerMetrics {
                 Some((path, labels))
             })
             .collect();
-        Self { duration, in_flight, known_methods: Arc::new(known_methods) }
+        Self {
+            duration,
+            in_flight,
+            known_methods: Arc::new(known_methods),
+        }
     }
 
     fn labels_for(&self, path: &str) -> MethodLabels {
-        self.known_methods.get(path).cloned().unwrap_or_else(|| MethodLabels { rpc_service: UNKNOWN.into(), rpc_method: UNKNOWN.into() })
+        self.known_methods.get(path).cloned().unwrap_or_else(|| MethodLabels {
+            rpc_service: UNKNOWN.into(),
+            rpc_method: UNKNOWN.into(),
+        })
     }
 }
 
 fn split_path(path: &str) -> Option<MethodLabels> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    Some(MethodLabels { rpc_service: service.to_owned(), rpc_method: method.to_owned() })
+    Some(MethodLabels {
+        rpc_service: service.to_owned(),
+        rpc_method: method.to_owned(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +107,10 @@ impl<S> Layer<S> for RpcMetricsLayer {
     type Service = RpcMetricsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetricsService { inner, metrics: self.metrics.clone() }
+        RpcMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -143,7 +160,13 @@ struct CallRecorder {
 impl CallRecorder {
     fn start(metrics: &RpcServerMetrics, labels: MethodLabels) -> Self {
         metrics.in_flight.get_or_create(&labels).inc();
-        Self { metrics: metrics.clone(), labels, started: Instant::now(), status: None, recorded: false }
+        Self {
+            metrics: metrics.clone(),
+            labels,
+            started: Instant::now(),
+            status: None,
+            recorded: false,
+        }
     }
 
     fn record(&mut self) {
@@ -158,14 +181,21 @@ impl CallRecorder {
             rpc_method: self.labels.rpc_method.clone(),
             rpc_grpc_status_code: code as i32,
         };
-        self.metrics.duration.get_or_create(&call).observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .get_or_create(&call)
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
 impl ResponseGuard for CallRecorder {
     fn on_trailers(&mut self, trailers: &HeaderMap) {
         if let Some(value) = trailers.get("grpc-status") {
-            let code = value.to_str().ok().and_then(|code| code.parse::<i32>().ok()).map_or(Code::Unknown, Code::from_i32);
+            let code = value
+                .to_str()
+                .ok()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map_or(Code::Unknown, Code::from_i32);
             self.status = Some(code);
             self.record();
         }
@@ -187,7 +217,10 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = RpcServerMetrics::register(&mut registry, ["/suite.user.v1.UserService/GetUser".to_owned()]);
         let known = metrics.labels_for("/suite.user.v1.UserService/GetUser");
-        assert_eq!((known.rpc_service.as_str(), known.rpc_method.as_str()), ("suite.user.v1.UserService", "GetUser"));
+        assert_eq!(
+            (known.rpc_service.as_str(), known.rpc_method.as_str()),
+            ("suite.user.v1.UserService", "GetUser")
+        );
         let unknown = metrics.labels_for("/made.up.Service/Method");
         assert_eq!((unknown.rpc_service.as_str(), unknown.rpc_method.as_str()), (UNKNOWN, UNKNOWN));
     }
@@ -199,7 +232,13 @@ mod tests {
         drop(CallRecorder::start(&metrics, metrics.labels_for("/a.B/C")));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-        assert!(text.contains(r#"rpc_server_call_duration_seconds_count{rpc_service="a.B",rpc_method="C",rpc_grpc_status_code="1"} 1"#), "{text}");
-        assert!(text.contains(r#"rpc_server_active_calls{rpc_service="a.B",rpc_method="C"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"rpc_server_call_duration_seconds_count{rpc_service="a.B",rpc_method="C",rpc_grpc_status_code="1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"rpc_server_active_calls{rpc_service="a.B",rpc_method="C"} 0"#),
+            "{text}"
+        );
     }
 }

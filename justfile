@@ -1,0 +1,44 @@
+# Every developer and CI entry point of the suite. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Tools installed by `just tools` (grpcurl, just) come first on PATH.
+export PATH := justfile_directory() / ".tools/bin:" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the third-party tools the recipes and tests drive into .tools/ (idempotent).
+tools:
+    scripts/install-tools
+
+# Run the suite locally on embedded defaults: SQLite in .data/, in-process cache, plaintext gRPC on 127.0.0.1:50051, admin on 127.0.0.1:9101.
+up:
+    cargo run -p user-service -- --log-format human serve
+
+# Apply database migrations (DATABASE_URL, or the embedded SQLite default).
+migrate:
+    cargo run -p user-service -- migrate
+
+# Run every test against real PostgreSQL, Redis and grpcurl (a backend that is unreachable is skipped loudly; with CI=true it fails the run).
+test: tools
+    cargo run --quiet -p suite-testkit --bin backends
+    cargo nextest run --workspace --no-fail-fast
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# What CI runs: lints, then the whole test suite.
+ci: lint test
+
+# GetUser cache-hit throughput and latency beside a trivial endpoint; figures go in BENCHMARKS.md.
+bench:
+    cargo build --release -p user-service -p suite-tests --bins
+    target/release/suite-bench

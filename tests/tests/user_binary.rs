@@ -1,0 +1,242 @@
+//! The real `user-service` binary as operators run it: grpcurl against it,
+//! SIGTERM while requests are in flight, replicas racing to migrate, exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use suite_proto::suite::user::v1 as pb;
+use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
+use suite_testkit::{FaultProxy, ProxyMode, TestDatabase, workspace_binary};
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A running `user-service serve`, killed on drop if a test fails before stopping it.
+struct Server {
+    child: Child,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Server {
+    async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut command = Command::new(workspace_binary("user-service"));
+        command
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+                "--log-filter",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let server = Self {
+            child: command.spawn().unwrap(),
+            grpc,
+            admin,
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{}", self.admin))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+                    if reply.into_inner().status == 1 {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("user-service never became ready");
+    }
+
+    async fn client(&self) -> UserServiceClient<tonic::transport::Channel> {
+        UserServiceClient::connect(format!("http://{}", self.grpc)).await.unwrap()
+    }
+
+    fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grpcurl(grpcurl: &Path, args: &[&str]) -> String {
+    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
+    assert!(status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&stderr));
+    String::from_utf8(stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_describes_and_calls_the_user_service() {
+    let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None).await;
+    let addr = server.grpc.to_string();
+
+    let services = grpcurl(&grpcurl_bin, &["-plaintext", &addr, "list"]);
+    assert!(services.lines().any(|line| line == "suite.user.v1.UserService"), "{services}");
+    assert!(services.lines().any(|line| line == "grpc.health.v1.Health"), "{services}");
+    let description = grpcurl(&grpcurl_bin, &["-plaintext", &addr, "describe", "suite.user.v1.UserService"]);
+    for method in ["CreateUser", "GetUser", "UpdateUser", "DeleteUser", "ListUsers"] {
+        assert!(description.contains(&format!("rpc {method}")), "{description}");
+    }
+
+    let created = grpcurl(
+        &grpcurl_bin,
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"email":"grace@example.com","display_name":"Grace Hopper"}"#,
+            &addr,
+            "suite.user.v1.UserService/CreateUser",
+        ],
+    );
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let id = created["user"]["id"].as_str().unwrap();
+    let fetched = grpcurl(
+        &grpcurl_bin,
+        &[
+            "-plaintext",
+            "-d",
+            &format!(r#"{{"id":"{id}"}}"#),
+            &addr,
+            "suite.user.v1.UserService/GetUser",
+        ],
+    );
+    let fetched: serde_json::Value = serde_json::from_str(&fetched).unwrap();
+    assert_eq!(fetched["user"], created["user"]);
+
+    let health = grpcurl(
+        &grpcurl_bin,
+        &[
+            "-plaintext",
+            "-d",
+            r#"{"service":"suite.user.v1.UserService"}"#,
+            &server.admin.to_string(),
+            "grpc.health.v1.Health/Check",
+        ],
+    );
+    assert!(health.contains("SERVING"), "{health}");
+}
+
+/// SIGTERM while requests wait on a slow database: they all complete, the
+/// process exits 0, and it no longer accepts connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let proxy = FaultProxy::start(db.server_addr()).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), Some(&db.url_via(proxy.addr()))).await;
+    let client = server.client().await;
+    let mut ids = Vec::new();
+    for index in 0..6 {
+        let request = pb::CreateUserRequest {
+            email: format!("drain{index}@example.com"),
+            display_name: "Drain".into(),
+        };
+        ids.push(client.clone().create_user(request).await.unwrap().into_inner().user.unwrap().id);
+    }
+
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(100)));
+    let in_flight: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.get_user(pb::GetUserRequest { id }).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate();
+    for request in in_flight {
+        let reply = request.await.unwrap();
+        assert!(reply.is_ok(), "an in-flight request failed during shutdown: {reply:?}");
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        drop(server);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_to_migrate_all_succeed() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let replicas: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(workspace_binary("user-service"))
+                .args(["migrate", "--log-filter", "warn"])
+                .env("DATABASE_URL", &db.url)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut replica in replicas {
+        assert!(replica.wait().unwrap().success(), "a racing migrate failed");
+    }
+    // And the schema is usable: a server on it serves.
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), Some(&db.url)).await;
+    let request = pb::CreateUserRequest {
+        email: "migrated@example.com".into(),
+        display_name: "M".into(),
+    };
+    server.client().await.create_user(request).await.unwrap();
+}
+
+#[test]
+fn help_succeeds_and_bad_configuration_exits_64() {
+    let binary = workspace_binary("user-service");
+    let help = Command::new(&binary).args(["serve", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--grpc-addr",
+        "[env: GRPC_ADDR=",
+        "--database-url",
+        "--redis-url",
+        "--migrate-on-start",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}: {help}");
+    }
+    let bad = Command::new(&binary)
+        .args(["serve", "--grpc-addr", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64), "{}", String::from_utf8_lossy(&bad.stderr));
+}
