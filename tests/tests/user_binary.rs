@@ -63,10 +63,10 @@ impl Server {
                 .await
             {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
-                    if reply.into_inner().status == 1 {
-                        return;
-                    }
+                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
+                    && reply.into_inner().status == 1
+                {
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -534,10 +534,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.stopped.is_none() {
-            if let Err(error) = self.stop() {
-                eprintln!("suite-bench: {error:#}");
-            }
+        if self.stopped.is_none()
+            && let Err(error) = self.stop()
+        {
+            eprintln!("suite-bench: {error:#}");
         }
         if let Err(error) = std::fs::remove_dir_all(&self.data_dir) {
             eprintln!("suite-bench: cannot remove {}: {error}", self.data_dir.display());
