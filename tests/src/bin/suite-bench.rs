@@ -10,7 +10,8 @@
 //! 1. starts `user-service serve` on embedded defaults (SQLite in a fresh
 //!    temporary directory, in-process cache unless `--redis-url`), on free
 //!    loopback ports, with a cleared environment so nothing from the caller's
-//!    shell (`DATABASE_URL`, `REDIS_URL`, tuning variables) leaks in;
+//!    shell (`DATABASE_URL`, tuning variables) leaks in. Only this binary's own
+//!    `--redis-url` reaches the server, and it falls back to `REDIS_URL`;
 //! 2. waits for gRPC health to answer SERVING, idles, and reads the idle RSS;
 //! 3. creates one user and reads it once so the cache holds it;
 //! 4. for each endpoint: a warm-up, then a measured window, with exactly
@@ -99,6 +100,14 @@ struct Args {
     #[arg(long, default_value = "warn")]
     server_log_filter: String,
 
+    /// Worker threads of the load generator's runtime (default: tokio's, one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    client_threads: Option<u16>,
+
+    /// Worker threads of the server's runtime, passed as TOKIO_WORKER_THREADS (default: tokio's, one per CPU).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    server_threads: Option<u16>,
+
     /// Exit with status 2 when a target is missed (by default they are only reported).
     #[arg(long)]
     enforce: bool,
@@ -112,10 +121,11 @@ fn main() -> anyhow::Result<ExitCode> {
         args.connections,
         args.concurrency
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the load generator's runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.client_threads {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = runtime.enable_all().build().context("cannot start the load generator's runtime")?;
     runtime.block_on(run(args))
 }
 
@@ -157,20 +167,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "suite-bench: {TRIVIAL_ENDPOINT}: {}s warm-up + {}s measured",
         args.warmup_seconds, args.seconds
     );
-    let trivial = run_phase(&endpoint, &args, warmup, window, |channel| HealthCall {
+    let cpu = CpuClock::new(server.pid());
+    let trivial = run_phase(&endpoint, &args, cpu, warmup, window, |channel| HealthCall {
         client: HealthClient::new(channel),
     })
     .await?;
+    server.ensure_running(&[&trivial])?;
     let after_trivial = scrape_cache_lookups(server.admin_addr).await?;
     eprintln!(
         "suite-bench: {GET_USER_ENDPOINT}: {}s warm-up + {}s measured",
         args.warmup_seconds, args.seconds
     );
-    let get_user = run_phase(&endpoint, &args, warmup, window, |channel| GetUserCall {
+    let get_user = run_phase(&endpoint, &args, cpu, warmup, window, |channel| GetUserCall {
         client: UserServiceClient::new(channel),
         id: user_id.clone(),
     })
     .await?;
+    server.ensure_running(&[&trivial, &get_user])?;
     let after = scrape_cache_lookups(server.admin_addr).await?;
 
     let loaded_rss_kib = server.rss_kib()?;
@@ -180,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args: &args,
         backend: after.backend.clone().unwrap_or_else(|| "unknown".to_owned()),
         server_pid: server.pid(),
+        client_workers: tokio::runtime::Handle::current().metrics().num_workers(),
         idle_rss_kib,
         loaded_rss_kib,
         trivial,
@@ -286,9 +300,21 @@ struct PhaseResult {
     first_error: Option<String>,
     window: Duration,
     latency_us: Histogram<u64>,
+    /// CPU time (user + system) over the measured window: the server's and this process's.
+    server_cpu: Duration,
+    client_cpu: Duration,
 }
 
 impl PhaseResult {
+    /// CPU time per request; steadier than throughput on a shared machine.
+    fn cpu_us_per_request(&self, cpu: Duration) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            cpu.as_secs_f64() * 1e6 / self.requests as f64
+        }
+    }
+
     fn requests_per_second(&self) -> f64 {
         self.requests as f64 / self.window.as_secs_f64()
     }
@@ -314,6 +340,7 @@ struct Window {
 async fn run_phase<C: Call>(
     endpoint: &Endpoint,
     args: &Args,
+    cpu: CpuClock,
     warmup: Duration,
     window: Duration,
     make_call: impl Fn(Channel) -> C,
@@ -333,6 +360,16 @@ async fn run_phase<C: Call>(
         tasks.spawn(drive(make_call(channel), timing));
     }
     drop(channels);
+    let cpu_sampler = tokio::spawn(async move {
+        tokio::time::sleep_until(timing.measure_from.into()).await;
+        let (server_before, client_before) = (cpu.server()?, cpu.own()?);
+        tokio::time::sleep_until(timing.measure_until.into()).await;
+        let (server_after, client_after) = (cpu.server()?, cpu.own()?);
+        Ok::<_, anyhow::Error>((
+            server_after.saturating_sub(server_before),
+            client_after.saturating_sub(client_before),
+        ))
+    });
 
     let mut result = PhaseResult {
         requests: 0,
@@ -340,6 +377,8 @@ async fn run_phase<C: Call>(
         first_error: None,
         window,
         latency_us: new_histogram()?,
+        server_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
     };
     while let Some(joined) = tasks.join_next().await {
         let slot = joined.context("a load task panicked")??;
@@ -350,7 +389,59 @@ async fn run_phase<C: Call>(
         }
         result.latency_us.add(&slot.latency_us).context("cannot merge latency histograms")?;
     }
+    (result.server_cpu, result.client_cpu) = cpu_sampler.await.context("the CPU sampler panicked")??;
     Ok(result)
+}
+
+/// CPU time of the server and of this process, from /proc/<pid>/stat.
+#[derive(Debug, Clone, Copy)]
+struct CpuClock {
+    server_pid: u32,
+    ticks_per_second: u64,
+}
+
+impl CpuClock {
+    fn new(server_pid: u32) -> Self {
+        // USER_HZ, the unit of utime and stime; 100 on every mainstream Linux.
+        let ticks_per_second = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100);
+        Self {
+            server_pid,
+            ticks_per_second,
+        }
+    }
+
+    fn server(&self) -> anyhow::Result<Duration> {
+        self.read(&format!("/proc/{}/stat", self.server_pid))
+    }
+
+    fn own(&self) -> anyhow::Result<Duration> {
+        self.read("/proc/self/stat")
+    }
+
+    /// utime + stime of every thread of the process.
+    fn read(&self, path: &str) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+        // Fields after the parenthesised command name, which may contain spaces: state is field 3,
+        // utime and stime are fields 14 and 15.
+        let (_, rest) = stat.rsplit_once(')').with_context(|| format!("unexpected {path}: {stat:?}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |index: usize| -> anyhow::Result<u64> {
+            fields
+                .get(index)
+                .with_context(|| format!("short {path}"))?
+                .parse()
+                .with_context(|| format!("unexpected {path}: {stat:?}"))
+        };
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_secs_f64(total as f64 / self.ticks_per_second as f64))
+    }
 }
 
 struct SlotResult {
@@ -445,6 +536,9 @@ impl Server {
         if let Some(url) = &args.redis_url {
             command.arg("--redis-url").arg(url);
         }
+        if let Some(threads) = args.server_threads {
+            command.env("TOKIO_WORKER_THREADS", threads.to_string());
+        }
         let child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
@@ -504,9 +598,24 @@ impl Server {
         kib.parse().with_context(|| format!("cannot parse {line:?}"))
     }
 
+    /// Fails with the failed-request counts when the server died during the load.
+    fn ensure_running(&mut self, phases: &[&PhaseResult]) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait().context("cannot poll the server process")? {
+            self.stopped = Some(status);
+            let failed: u64 = phases.iter().map(|phase| phase.errors).sum();
+            let first = phases.iter().find_map(|phase| phase.first_error.as_deref()).unwrap_or("none");
+            bail!("the server exited during the run ({status}); {failed} requests failed (first: {first})");
+        }
+        Ok(())
+    }
+
     /// SIGTERM, then waits for the graceful drain; SIGKILL if it overruns.
     fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         if let Some(status) = self.stopped {
+            return Ok(status);
+        }
+        if let Some(status) = self.child.try_wait().context("cannot poll the server process")? {
+            self.stopped = Some(status);
             return Ok(status);
         }
         let signalled = Command::new("kill")
@@ -622,6 +731,7 @@ struct Report<'a> {
     args: &'a Args,
     backend: String,
     server_pid: u32,
+    client_workers: usize,
     idle_rss_kib: u64,
     loaded_rss_kib: u64,
     trivial: PhaseResult,
@@ -682,32 +792,52 @@ impl Report<'_> {
     fn render(&self) -> String {
         let args = self.args;
         let mut out = String::new();
-        let threads = std::thread::available_parallelism().map(|threads| threads.get()).unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map(|cpus| cpus.get()).unwrap_or(1);
+        let server_threads = args
+            .server_threads
+            .map_or_else(|| format!("{cpus} (one per CPU)"), |threads| threads.to_string());
         let _ = writeln!(out, "## GetUser on a cache hit\n");
         let _ = writeln!(
             out,
             "{} in flight over {} HTTP/2 connections; {} s warm-up + {} s measured per endpoint; cache backend: {}; \
-             server log filter: {}; load generator: tokio multi-thread, {threads} workers, same machine ({threads} CPUs).\n",
-            args.concurrency, args.connections, args.warmup_seconds, args.seconds, self.backend, args.server_log_filter
+             server log filter: {}; server runtime workers: {server_threads}; load generator: tokio multi-thread, {} workers, \
+             same machine ({cpus} CPUs).\n",
+            args.concurrency,
+            args.connections,
+            args.warmup_seconds,
+            args.seconds,
+            self.backend,
+            args.server_log_filter,
+            self.client_workers
         );
-        let _ = writeln!(out, "| endpoint | requests/s | p50 ms | p99 ms | max ms | errors |");
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| endpoint | requests/s | p50 ms | p99 ms | max ms | errors | server CPU µs/req | load-generator CPU µs/req |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for (name, phase) in [
             (format!("`{TRIVIAL_ENDPOINT}` (trivial, ceiling)"), &self.trivial),
             (format!("`{GET_USER_ENDPOINT}` (cache hit)"), &self.get_user),
         ] {
             let _ = writeln!(
                 out,
-                "| {name} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {name} | {} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.1} |",
                 thousands(phase.requests_per_second()),
                 phase.quantile_ms(0.5),
                 phase.quantile_ms(0.99),
                 phase.max_ms(),
-                phase.errors
+                phase.errors,
+                phase.cpu_us_per_request(phase.server_cpu),
+                phase.cpu_us_per_request(phase.client_cpu)
             );
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "- GetUser / trivial throughput: **{:.1}%**", self.ratio_percent());
+        let _ = writeln!(
+            out,
+            "- server CPU per request, GetUser / trivial: {:.0}% (CPU time per request is steadier than throughput on a shared machine)",
+            100.0 * self.get_user.cpu_us_per_request(self.get_user.server_cpu) / self.trivial.cpu_us_per_request(self.trivial.server_cpu)
+        );
         let _ = writeln!(
             out,
             "- idle RSS (after start-up and {} ms idle, before load): **{:.1} MB** ({} KiB)",
