@@ -16,8 +16,8 @@ use suite_proto::suite::user::v1 as pb;
 use suite_testkit::{FaultProxy, ProxyMode};
 use tonic::Code;
 
-/// Which cache a test runs against; Redis gets a fresh namespace-free database
-/// index is not needed because every user id is new.
+/// The cache a test runs against. Redis is shared between tests, which is safe
+/// because every test's user ids are new.
 async fn cache_config(redis: bool) -> Option<CacheConfig> {
     let redis_url = if redis { Some(suite_testkit::redis_url().await?) } else { None };
     Some(CacheConfig {
