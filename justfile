@@ -13,9 +13,15 @@ default:
 tools:
     scripts/install-tools
 
-# Run the suite locally on embedded defaults: SQLite in .data/, in-process cache, plaintext gRPC on 127.0.0.1:50051, admin on 127.0.0.1:9101.
-up:
+# Run the suite locally on embedded defaults: SQLite in .data/, in-process cache, mutual TLS on 127.0.0.1:50051 with dev certificates from .dev/certs, admin (plaintext) on 127.0.0.1:9101.
+up: dev-certs
+    TLS_CERT=.dev/certs/user-service.pem TLS_KEY=.dev/certs/user-service-key.pem TLS_CA=.dev/certs/ca.pem \
+    AUTHZ_POLICY=config/dev/user-service.authz.toml \
     cargo run -p user-service -- --log-format human serve
+
+# Create or refresh the development CA and certificates in .dev/certs (`just dev-certs --renew` re-issues them; running services reload them).
+dev-certs *ARGS:
+    cargo run --quiet -p suite-devcerts --bin dev-certs -- --dir .dev/certs {{ARGS}}
 
 # Apply database migrations (DATABASE_URL, or the embedded SQLite default).
 migrate:
@@ -38,7 +44,7 @@ lint:
 # What CI runs: lints, then the whole test suite.
 ci: lint test
 
-# GetUser cache-hit throughput and latency beside a trivial endpoint; figures go in BENCHMARKS.md.
+# GetUser cache-hit throughput and latency beside a trivial endpoint, plaintext and mutual TLS, and TLS handshakes/s; figures go in BENCHMARKS.md.
 bench:
     cargo build --release -p user-service -p suite-tests --bins
     target/release/suite-bench

@@ -1,19 +1,86 @@
-//! The real `user-service` binary as operators run it: grpcurl against it,
-//! SIGTERM while requests are in flight, replicas racing to migrate, exit codes.
+//! The real `user-service` binary as operators run it: over mutual TLS with the
+//! certificates `dev-certs` issues and the shipped development policy, grpcurl
+//! against it, SIGTERM while requests are in flight, replicas racing to
+//! migrate, exit codes.
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use suite_proto::suite::user::v1 as pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
-use suite_testkit::{FaultProxy, ProxyMode, TestDatabase, workspace_binary};
+use suite_testkit::{FaultProxy, ProxyMode, TestDatabase, workspace_binary, workspace_root};
+use suite_tls::{CredentialPaths, Credentials, MtlsConnector, SpiffeId, TlsOptions};
+
+const USER_SERVICE_ID: &str = "spiffe://suite.local/ns/dev/sa/user-service";
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A fresh set of development certificates from the `dev-certs` binary.
+struct DevCerts {
+    dir: tempfile::TempDir,
+}
+
+impl DevCerts {
+    fn issue() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(workspace_binary("dev-certs"))
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "dev-certs failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn path_str(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_owned()
+    }
+
+    /// The TLS and policy environment `just up` gives the user service.
+    fn server_env(&self, command: &mut Command) {
+        command
+            .env("TLS_CERT", self.path("user-service.pem"))
+            .env("TLS_KEY", self.path("user-service-key.pem"))
+            .env("TLS_CA", self.path("ca.pem"))
+            .env("AUTHZ_POLICY", workspace_root().join("config/dev/user-service.authz.toml"));
+    }
+
+    /// grpcurl's flags for calling as the operator.
+    fn operator_flags(&self) -> Vec<String> {
+        vec![
+            "-cacert".into(),
+            self.path_str("ca.pem"),
+            "-cert".into(),
+            self.path_str("operator.pem"),
+            "-key".into(),
+            self.path_str("operator-key.pem"),
+        ]
+    }
+
+    fn operator_connector(&self) -> MtlsConnector {
+        let credentials = Credentials::load(CredentialPaths {
+            cert: self.path("operator.pem"),
+            key: self.path("operator-key.pem"),
+            ca: self.path("ca.pem"),
+        })
+        .unwrap();
+        MtlsConnector::new(&credentials, USER_SERVICE_ID.parse::<SpiffeId>().unwrap(), TlsOptions::default()).unwrap()
+    }
 }
 
 /// A running `user-service serve`, killed on drop if a test fails before stopping it.
@@ -21,12 +88,15 @@ struct Server {
     child: Child,
     grpc: SocketAddr,
     admin: SocketAddr,
+    certs: DevCerts,
 }
 
 impl Server {
     async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        let certs = DevCerts::issue();
         let (grpc, admin) = (free_addr(), free_addr());
         let mut command = Command::new(workspace_binary("user-service"));
+        certs.server_env(&mut command);
         command
             .args([
                 "serve",
@@ -50,6 +120,7 @@ impl Server {
             child: command.spawn().unwrap(),
             grpc,
             admin,
+            certs,
         };
         server.wait_until_serving().await;
         server
@@ -75,7 +146,17 @@ impl Server {
     }
 
     async fn client(&self) -> UserServiceClient<tonic::transport::Channel> {
-        UserServiceClient::connect(format!("http://{}", self.grpc)).await.unwrap()
+        let channel = suite_grpc::client::connect_mtls(self.grpc, self.certs.operator_connector())
+            .await
+            .unwrap();
+        UserServiceClient::new(channel)
+    }
+
+    /// grpcurl as the operator, over mutual TLS.
+    fn grpcurl(&self, grpcurl_bin: &Path, args: &[&str]) -> String {
+        let mut all: Vec<String> = self.certs.operator_flags();
+        all.extend(args.iter().map(|arg| (*arg).to_owned()));
+        grpcurl(grpcurl_bin, &all.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     fn terminate(&self) {
@@ -97,6 +178,17 @@ fn grpcurl(grpcurl: &Path, args: &[&str]) -> String {
     String::from_utf8(stdout).unwrap()
 }
 
+/// grpcurl's stderr, asserting that the call failed.
+fn grpcurl_fails(grpcurl: &Path, args: &[&str]) -> String {
+    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
+    assert!(
+        !status.success(),
+        "grpcurl {args:?} succeeded: {}",
+        String::from_utf8_lossy(&stdout)
+    );
+    String::from_utf8_lossy(&stderr).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_user_service() {
     let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
@@ -104,18 +196,17 @@ async fn grpcurl_lists_describes_and_calls_the_user_service() {
     let server = Server::start(data.path(), None).await;
     let addr = server.grpc.to_string();
 
-    let services = grpcurl(&grpcurl_bin, &["-plaintext", &addr, "list"]);
+    let services = server.grpcurl(&grpcurl_bin, &[&addr, "list"]);
     assert!(services.lines().any(|line| line == "suite.user.v1.UserService"), "{services}");
     assert!(services.lines().any(|line| line == "grpc.health.v1.Health"), "{services}");
-    let description = grpcurl(&grpcurl_bin, &["-plaintext", &addr, "describe", "suite.user.v1.UserService"]);
+    let description = server.grpcurl(&grpcurl_bin, &[&addr, "describe", "suite.user.v1.UserService"]);
     for method in ["CreateUser", "GetUser", "UpdateUser", "DeleteUser", "ListUsers"] {
         assert!(description.contains(&format!("rpc {method}")), "{description}");
     }
 
-    let created = grpcurl(
+    let created = server.grpcurl(
         &grpcurl_bin,
         &[
-            "-plaintext",
             "-d",
             r#"{"email":"grace@example.com","display_name":"Grace Hopper"}"#,
             &addr,
@@ -124,15 +215,9 @@ async fn grpcurl_lists_describes_and_calls_the_user_service() {
     );
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     let id = created["user"]["id"].as_str().unwrap();
-    let fetched = grpcurl(
+    let fetched = server.grpcurl(
         &grpcurl_bin,
-        &[
-            "-plaintext",
-            "-d",
-            &format!(r#"{{"id":"{id}"}}"#),
-            &addr,
-            "suite.user.v1.UserService/GetUser",
-        ],
+        &["-d", &format!(r#"{{"id":"{id}"}}"#), &addr, "suite.user.v1.UserService/GetUser"],
     );
     let fetched: serde_json::Value = serde_json::from_str(&fetched).unwrap();
     assert_eq!(fetched["user"], created["user"]);
@@ -148,6 +233,52 @@ async fn grpcurl_lists_describes_and_calls_the_user_service() {
         ],
     );
     assert!(health.contains("SERVING"), "{health}");
+}
+
+/// Without the operator's certificate grpcurl gets nowhere, and with another
+/// service's certificate it gets only what the policy allows that service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_without_a_client_certificate_or_the_right_identity_is_refused() {
+    let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), None).await;
+    let addr = server.grpc.to_string();
+    let certs = &server.certs;
+
+    grpcurl_fails(&grpcurl_bin, &["-cacert", &certs.path_str("ca.pem"), &addr, "list"]);
+    grpcurl_fails(&grpcurl_bin, &["-plaintext", "-connect-timeout", "2", &addr, "list"]);
+
+    let as_order_service = [
+        "-cacert",
+        &certs.path_str("ca.pem"),
+        "-cert",
+        &certs.path_str("order-service.pem"),
+        "-key",
+        &certs.path_str("order-service-key.pem"),
+    ];
+    // The order service may not even list: reflection is the operator's.
+    let denied = grpcurl_fails(&grpcurl_bin, &[&as_order_service[..], &[&addr, "list"]].concat());
+    assert!(denied.contains("PermissionDenied"), "{denied}");
+    let proto = workspace_root().join("proto");
+    let denied = grpcurl_fails(
+        &grpcurl_bin,
+        &[
+            &as_order_service[..],
+            &[
+                "-import-path",
+                proto.to_str().unwrap(),
+                "-proto",
+                "suite/user/v1/user.proto",
+                "-d",
+                r#"{"id":"0190d7a4-0000-7000-8000-000000000000"}"#,
+                &addr,
+                "suite.user.v1.UserService/DeleteUser",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(denied.contains("PermissionDenied"), "{denied}");
+    assert!(denied.contains("spiffe://suite.local/ns/dev/sa/order-service"), "{denied}");
 }
 
 /// SIGTERM while requests wait on a slow database: they all complete, the
@@ -239,4 +370,46 @@ fn help_succeeds_and_bad_configuration_exits_64() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(64), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    let data = tempfile::tempdir().unwrap();
+    let no_tls = Command::new(&binary)
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("TLS_CERT")
+        .env_remove("INSECURE_PLAINTEXT")
+        .output()
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&no_tls.stdout),
+        String::from_utf8_lossy(&no_tls.stderr)
+    );
+    assert_eq!(no_tls.status.code(), Some(64), "{output}");
+    assert!(output.contains("--insecure-plaintext"), "the error says how to proceed: {output}");
+}
+
+/// Plaintext needs the explicit flag, and then the process says so loudly.
+#[test]
+fn insecure_plaintext_is_announced_at_start_up() {
+    let data = tempfile::tempdir().unwrap();
+    let (grpc, admin) = (free_addr(), free_addr());
+    let mut child = Command::new(workspace_binary("user-service"))
+        .args(["--log-format", "json", "serve", "--insecure-plaintext"])
+        .args(["--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string()])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let warning = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("INSECURE"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("no INSECURE warning in the log");
+    assert!(warning.contains(r#""level":"WARN""#), "{warning}");
 }

@@ -47,6 +47,8 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
 
 /// Serves on `listeners` until `shutdown` completes, then drains.
 pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    // Security first: a service that cannot secure its port must not touch the database.
+    let transport = config.security.load()?;
     let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
     if config.migrate_on_start {
         suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
@@ -54,7 +56,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
             .context("migration on start failed")?;
     }
 
-    let mut server = GrpcServer::new(config.server.clone());
+    let mut server = GrpcServer::new(config.server.clone(), transport);
     let registry = server.metrics_registry();
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
     let cache = Cache::new(&config.cache, CACHE_NAMESPACE, CacheMetrics::register(registry)).context("cannot set up the cache")?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use suite_cache::CacheConfig;
 use suite_db::DatabaseConfig;
-use suite_grpc::ServerConfig;
+use suite_grpc::{SecurityArgs, ServerConfig};
 use suite_telemetry::LoggingArgs;
 
 #[derive(Debug, Parser)]
@@ -53,6 +53,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub server: ServerConfig,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]

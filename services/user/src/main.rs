@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use suite_grpc::SecurityError;
 use user_service::config::Cli;
 
 /// Exit status for a bad command line or configuration (EX_USAGE).
@@ -24,7 +25,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "user-service failed");
-            ExitCode::FAILURE
+            if matches!(error.downcast_ref(), Some(SecurityError::Config(_))) {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

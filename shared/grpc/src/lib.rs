@@ -1,12 +1,20 @@
 //! gRPC plumbing shared by every service of the suite: the server harness,
-//! its tower layers, server tuning, and the helpers each service's single
-//! error-to-`Status` mapping is built from.
+//! its transport security (mutual TLS and per-method authorization), its tower
+//! layers, server tuning, client channels, and the helpers each service's
+//! single error-to-`Status` mapping is built from.
 
+pub mod authz;
+pub mod client;
 pub mod config;
+mod connection;
 pub mod layers;
+pub mod security;
 pub mod server;
 pub mod status;
 
+pub use authz::{AuthorizationPolicy, PolicyError};
 pub use config::ServerConfig;
+pub use connection::{PeerInfo, peer_identity};
+pub use security::{SecurityArgs, SecurityError, Transport};
 pub use server::{GrpcServer, LIVENESS_SERVICE, Listeners, ServeError, shutdown_signal};
 pub use status::{FieldViolation, Violations};

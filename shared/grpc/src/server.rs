@@ -6,6 +6,9 @@
 //! probes), keeps readiness in step with the service's dependencies, and shuts
 //! down in the order a rolling update needs:
 //! signal -> NOT_SERVING -> stop accepting -> drain (bounded) -> return.
+//!
+//! With mutual TLS the gRPC port terminates TLS itself (see [`crate::connection`])
+//! and every request passes the authorization policy before its handler runs.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,10 +18,9 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
 use prometheus_client::registry::Registry;
 use prost::Message;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
@@ -27,9 +29,13 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::ServiceBuilder;
 
+use crate::authz::PolicyError;
 use crate::config::ServerConfig;
+use crate::connection::incoming;
+use crate::layers::authz::AuthorizationLayer;
 use crate::layers::limit::ConcurrencyLimitLayer;
 use crate::layers::metrics::{RpcMetricsLayer, RpcServerMetrics};
+use crate::security::Transport;
 
 /// Health service name a liveness probe asks for. It stays SERVING while the
 /// process runs (even when a dependency is down or the server drains), so
@@ -69,11 +75,14 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(#[from] std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// Builder for one service's server; see the module documentation.
 pub struct GrpcServer {
     config: ServerConfig,
+    transport: Transport,
     routes: RoutesBuilder,
     registry: Registry,
     descriptor_sets: Vec<&'static [u8]>,
@@ -92,11 +101,12 @@ impl std::fmt::Debug for GrpcServer {
 }
 
 impl GrpcServer {
-    pub fn new(config: ServerConfig) -> Self {
+    pub fn new(config: ServerConfig, transport: Transport) -> Self {
         let health_reporter = HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
         Self {
             config,
+            transport,
             routes: RoutesBuilder::default(),
             registry: Registry::default(),
             // Health for describing probes; google.rpc so grpcurl can decode error details.
@@ -149,6 +159,23 @@ impl GrpcServer {
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn serve(mut self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let known_paths = self.known_paths();
+        let (tls, authorization) = match std::mem::replace(&mut self.transport, Transport::InsecurePlaintext) {
+            Transport::Mtls { tls, policy } => {
+                tls.credentials().metrics().register(&mut self.registry);
+                (Some(tls), AuthorizationLayer::enforce(policy.compile(&known_paths)?))
+            }
+            Transport::InsecurePlaintext => {
+                tracing::warn!(
+                    "INSECURE: the gRPC port is PLAINTEXT, with no client authentication and no authorization; \
+                     anyone who can reach it can call every method. For local development only."
+                );
+                (None, AuthorizationLayer::disabled())
+            }
+        };
+        let transport = match &tls {
+            Some(tls) => format!("mtls as {}", tls.credentials().identity()),
+            None => "INSECURE plaintext".to_owned(),
+        };
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
         let health = Health {
             reporter: self.health_reporter.clone(),
@@ -179,14 +206,15 @@ impl GrpcServer {
             .layer(
                 ServiceBuilder::new()
                     .layer(RpcMetricsLayer::new(metrics))
+                    .layer(authorization)
                     .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests)),
             )
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(accept_loop(listeners.grpc), async {
+            .serve_with_incoming_shutdown(incoming(listeners.grpc, tls), async {
                 let _ = drain_started.await;
             });
         tokio::pin!(server);
-        tracing::info!(%grpc_addr, %admin_addr, services = ?self.service_names, "serving");
+        tracing::info!(%grpc_addr, %admin_addr, %transport, services = ?self.service_names, "serving");
 
         let outcome = tokio::select! {
             result = &mut server => result.map_err(ServeError::from),
@@ -292,27 +320,6 @@ impl Health {
             }
         }
     }
-}
-
-/// Accepted connections, with Nagle off (small gRPC frames must not wait).
-/// An accept error (out of file descriptors, say) is logged and retried after a
-/// pause rather than ending the server.
-fn accept_loop(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), listener));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .boxed()
 }
 
 /// The admin port's routes: Prometheus text at `/metrics`, gRPC health for

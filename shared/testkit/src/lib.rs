@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
 
+pub mod pki;
 mod proxy;
 
+pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

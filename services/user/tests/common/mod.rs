@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 
 use suite_cache::CacheConfig;
 use suite_db::DatabaseConfig;
-use suite_grpc::{Listeners, ServerConfig};
+use suite_grpc::{Listeners, SecurityArgs, ServerConfig};
 use suite_proto::suite::user::v1 as pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_testkit::TestDatabase;
+use suite_tls::MtlsConnector;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use user_service::config::ServeConfig;
@@ -78,6 +79,10 @@ pub struct AppSettings {
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub server: ServerConfig,
+    /// Plaintext unless a test sets up certificates.
+    pub security: SecurityArgs,
+    /// How the test's client connects: `None` for plaintext.
+    pub client_tls: Option<MtlsConnector>,
 }
 
 impl AppSettings {
@@ -91,6 +96,8 @@ impl AppSettings {
             database,
             cache: CacheConfig::default(),
             server,
+            security: SecurityArgs::insecure_plaintext(),
+            client_tls: None,
         }
     }
 }
@@ -108,6 +115,20 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
     spawn_app_with(AppSettings::new(db.config())).await
 }
 
+/// The service's configuration for `settings` (listen addresses are the caller's business).
+pub fn serve_config(settings: AppSettings) -> ServeConfig {
+    ServeConfig {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        migrate_on_start: true,
+        page_token_secret: Some("test-secret".into()),
+        database: settings.database,
+        cache: settings.cache,
+        server: settings.server,
+        security: settings.security,
+    }
+}
+
 pub async fn spawn_app_with(settings: AppSettings) -> TestApp {
     suite_testkit::init_logging();
     let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap())
@@ -115,24 +136,21 @@ pub async fn spawn_app_with(settings: AppSettings) -> TestApp {
         .unwrap();
     let grpc_addr = listeners.grpc.local_addr().unwrap();
     let admin_addr = listeners.admin.local_addr().unwrap();
+    let client_tls = settings.client_tls.clone();
     let config = ServeConfig {
         grpc_addr,
         admin_addr,
-        migrate_on_start: true,
-        page_token_secret: Some("test-secret".into()),
-        database: settings.database,
-        cache: settings.cache,
-        server: settings.server,
+        ..serve_config(settings)
     };
     let (shutdown, stop) = oneshot::channel::<()>();
     let task = tokio::spawn(user_service::app::serve(config, listeners, async {
         let _ = stop.await;
     }));
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = match client_tls {
+        Some(connector) => suite_grpc::client::connect_mtls(grpc_addr, connector).await,
+        None => suite_grpc::client::connect_insecure(grpc_addr).await,
+    }
+    .unwrap();
     let app = TestApp {
         client: UserServiceClient::new(channel.clone()),
         channel,

@@ -1,0 +1,39 @@
+//! Mutual TLS for every server and client of the suite.
+//!
+//! - [`SpiffeId`]: a service's identity, the one URI SAN of its certificate.
+//! - [`Credentials`]: certificate, key and CA bundle from disk, validated as a
+//!   set and reloaded on rotation; the last good set stays in use otherwise.
+//! - [`ServerTls`]: terminates TLS (client certificate required) and yields the
+//!   caller's verified [`PeerIdentity`].
+//! - [`MtlsConnector`]: the client side, accepting only an expected server identity.
+
+mod client;
+mod config;
+mod credentials;
+mod identity;
+mod material;
+mod metrics;
+mod server;
+mod verify;
+
+use rustls::SupportedProtocolVersion;
+use rustls::version::{TLS12, TLS13};
+
+pub use client::MtlsConnector;
+pub use config::{TlsArgs, TlsConfigError, TlsOptions, TransportMode};
+pub use credentials::{Credentials, ReloadOutcome};
+pub use identity::{CertificateSummary, IdentityError, SpiffeId};
+pub use material::{CredentialPaths, Material, MaterialError};
+pub use metrics::{HandshakeOutcome, TlsMetrics};
+pub use server::{HandshakeError, PeerIdentity, ServerTls};
+pub use verify::PeerIdentityError;
+
+/// gRPC runs over HTTP/2 only.
+const ALPN_H2: &[u8] = b"h2";
+
+static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&TLS13];
+static TLS13_AND_12: [&SupportedProtocolVersion; 2] = [&TLS13, &TLS12];
+
+fn protocol_versions(allow_tls12: bool) -> &'static [&'static SupportedProtocolVersion] {
+    if allow_tls12 { &TLS13_AND_12 } else { &TLS13_ONLY }
+}
