@@ -1,0 +1,337 @@
+//! One downstream dependency as every service of the suite calls it: a
+//! deadline carved from the caller's, bounded retries of idempotent calls under
+//! a retry budget, a circuit breaker and a bulkhead. Written once here so every
+//! service-to-service call behaves the same.
+//!
+//! Per attempt: deadline left? -> breaker admits? -> bulkhead slot? -> call with
+//! `grpc-timeout` = what is left minus the margin. A retryable failure of an
+//! idempotent call is retried after a jittered backoff if attempts, budget and
+//! deadline all allow; otherwise the failure is returned as it is.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+use super::budget::RetryBudget;
+use super::deadline::Deadline;
+
+/// Every threshold of the client stack; the defaults are what the services ship with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencyConfig {
+    /// Deadline of outgoing calls made outside any incoming request with one.
+    pub default_deadline: Duration,
+    /// Kept back from the caller's remaining time for the work after the call returns.
+    pub deadline_margin: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Retries may add this fraction of the requests in the budget window ...
+    pub retry_budget_ratio: f64,
+    /// ... plus this many per window.
+    pub retry_budget_floor: u64,
+    pub retry_budget_window: Duration,
+    pub breaker: BreakerConfig,
+    /// Calls in flight to the dependency at once; beyond it calls fail at once.
+    pub max_concurrent_calls: usize,
+}
+
+impl Default for DependencyConfig {
+    fn default() -> Self {
+        Self {
+            default_deadline: Duration::from_secs(2),
+            deadline_margin: Duration::from_millis(20),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(200),
+            retry_budget_ratio: 0.1,
+            retry_budget_floor: 10,
+            retry_budget_window: Duration::from_secs(10),
+            breaker: BreakerConfig {
+                window: Duration::from_secs(10),
+                min_requests: 20,
+                failure_ratio: 0.5,
+                open_for: Duration::from_secs(5),
+                half_open_probes: 3,
+            },
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+/// Whether a call may be sent twice without changing its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    Idempotent,
+    NotIdempotent,
+}
+
+/// What one attempt gets: the channel and the time it may take.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub channel: Channel,
+    pub timeout: Duration,
+}
+
+impl Attempt {
+    /// A request carrying this attempt's deadline as `grpc-timeout`.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectionLabels {
+    dependency: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DependencyMetrics {
+    attempts: Family<DependencyLabels, Counter>,
+    retries: Family<DependencyLabels, Counter>,
+    rejected: Family<RejectionLabels, Counter>,
+    circuit_state: Family<DependencyLabels, Gauge>,
+}
+
+/// A dependency's client stack; cheap to clone, clones share state.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: &'static str,
+    channel: Channel,
+    config: DependencyConfig,
+    budget: RetryBudget,
+    breaker: CircuitBreaker,
+    bulkhead: Arc<Semaphore>,
+    metrics: DependencyMetrics,
+}
+
+impl Dependency {
+    /// `name` labels metrics and logs (`user-service`); `channel` is usually lazy.
+    pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, registry: &mut Registry) -> Self {
+        let metrics = DependencyMetrics::default();
+        registry.register(
+            "client_attempts",
+            "Outgoing call attempts to a dependency, retries included.",
+            metrics.attempts.clone(),
+        );
+        registry.register(
+            "client_retries",
+            "Outgoing call attempts that were retries.",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "client_rejected_calls",
+            "Outgoing calls failed locally without reaching the dependency, by reason (circuit_open, bulkhead_full, deadline).",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "client_circuit_state",
+            "Circuit breaker state per dependency: 0 closed, 1 open, 2 half-open.",
+            metrics.circuit_state.clone(),
+        );
+        metrics.circuit_state.get_or_create(&DependencyLabels { dependency: name }).set(0);
+        Self {
+            inner: Arc::new(Inner {
+                name,
+                channel,
+                budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_floor, config.retry_budget_window),
+                breaker: CircuitBreaker::new(config.breaker, Instant::now()),
+                bulkhead: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.inner.name
+    }
+
+    pub fn config(&self) -> &DependencyConfig {
+        &self.inner.config
+    }
+
+    pub fn circuit_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// Runs `attempt` under the stack, within `deadline`.
+    pub async fn call<T, F, Fut>(&self, deadline: Deadline, idempotency: Idempotency, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &*self.inner;
+        inner.budget.record_request(Instant::now());
+        let mut attempts_made = 0;
+        loop {
+            let Some(timeout) = deadline.for_outgoing(inner.config.deadline_margin) else {
+                self.count_rejection("deadline");
+                return Err(Status::deadline_exceeded(format!(
+                    "no time left in the caller's deadline to call {}",
+                    inner.name
+                )));
+            };
+            let outcome = self
+                .attempt_once(
+                    &mut attempt,
+                    Attempt {
+                        channel: inner.channel.clone(),
+                        timeout,
+                    },
+                )
+                .await;
+            attempts_made += 1;
+            let status = match outcome {
+                Ok(value) => return Ok(value),
+                Err(AttemptError::Rejected(status)) => return Err(status),
+                Err(AttemptError::Failed(status)) => status,
+            };
+            let retryable = idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
+            if !retryable || attempts_made >= inner.config.max_attempts {
+                return Err(status);
+            }
+            let backoff = self.backoff(attempts_made);
+            if deadline.remaining() <= backoff + inner.config.deadline_margin || !inner.budget.try_retry(Instant::now()) {
+                return Err(status);
+            }
+            tracing::debug!(dependency = inner.name, code = ?status.code(), ?backoff, "retrying");
+            inner.metrics.retries.get_or_create(&self.labels()).inc();
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, context: Attempt) -> Result<T, AttemptError>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &*self.inner;
+        let admission = match inner.breaker.admit(Instant::now()) {
+            Ok((admission, transition)) => {
+                self.announce(transition);
+                admission
+            }
+            Err(_) => {
+                self.count_rejection("circuit_open");
+                return Err(AttemptError::Rejected(Status::unavailable(format!(
+                    "{} is failing; its circuit breaker is open",
+                    inner.name
+                ))));
+            }
+        };
+        let mut guard = AdmissionGuard {
+            breaker: &inner.breaker,
+            admission: Some(admission),
+        };
+        let Ok(_slot) = inner.bulkhead.clone().try_acquire_owned() else {
+            self.count_rejection("bulkhead_full");
+            return Err(AttemptError::Rejected(Status::resource_exhausted(format!(
+                "too many calls to {} in flight",
+                inner.name
+            ))));
+        };
+        inner.metrics.attempts.get_or_create(&self.labels()).inc();
+        let timeout = context.timeout;
+        let result = match tokio::time::timeout(timeout, attempt(context)).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{} did not answer within {timeout:?}",
+                inner.name
+            ))),
+        };
+        let failure = result.as_ref().err().is_some_and(|status| counts_against_dependency(status.code()));
+        if let Some(admission) = guard.admission.take() {
+            let transition = inner.breaker.record(admission, failure, Instant::now());
+            self.announce(transition);
+        }
+        result.map_err(AttemptError::Failed)
+    }
+
+    /// Exponential backoff with full jitter, capped.
+    fn backoff(&self, attempts_made: u32) -> Duration {
+        let config = &self.inner.config;
+        let exponential = config
+            .backoff_base
+            .saturating_mul(1 << attempts_made.min(16))
+            .min(config.backoff_max);
+        exponential.mul_f64(rand::random::<f64>())
+    }
+
+    fn announce(&self, transition: Option<BreakerState>) {
+        let Some(state) = transition else { return };
+        let name = self.inner.name;
+        self.inner.metrics.circuit_state.get_or_create(&self.labels()).set(state as i64);
+        match state {
+            BreakerState::Open => tracing::warn!(dependency = name, "circuit breaker opened: failing calls fast"),
+            BreakerState::HalfOpen => tracing::info!(dependency = name, "circuit breaker half-open: probing"),
+            BreakerState::Closed => tracing::info!(dependency = name, "circuit breaker closed: dependency recovered"),
+        }
+    }
+
+    fn count_rejection(&self, reason: &'static str) {
+        let labels = RejectionLabels {
+            dependency: self.inner.name,
+            reason,
+        };
+        self.inner.metrics.rejected.get_or_create(&labels).inc();
+    }
+
+    fn labels(&self) -> DependencyLabels {
+        DependencyLabels {
+            dependency: self.inner.name,
+        }
+    }
+}
+
+enum AttemptError {
+    /// Refused locally; retrying now would be refused again.
+    Rejected(Status),
+    /// The attempt ran and failed.
+    Failed(Status),
+}
+
+/// Codes that say the dependency itself is unwell (as opposed to "no such user").
+fn counts_against_dependency(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal | Code::Unknown | Code::DataLoss
+    )
+}
+
+/// Releases a half-open probe slot if the attempt's future is dropped mid-call.
+struct AdmissionGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    admission: Option<Admission>,
+}
+
+impl Drop for AdmissionGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.breaker.abandon(admission);
+        }
+    }
+}
