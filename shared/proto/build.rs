@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 /// Every API file of the suite, relative to the `proto/` folder.
-const PROTO_FILES: &[&str] = &["suite/user/v1/user.proto"];
+const PROTO_FILES: &[&str] = &["suite/user/v1/user.proto", "suite/order/v1/order.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

@@ -13,8 +13,8 @@ use suite_proto::suite::user::v1::user_service_server::UserServiceServer;
 use crate::config::{Command, MigrateConfig, ServeConfig};
 use crate::grpc::UserApi;
 use crate::migration::{MIGRATION_LOCK, Migrator};
-use crate::page_token::PageTokens;
 use crate::store::UserStore;
+use suite_grpc::PageTokens;
 
 /// The SQLite file name under the data directory, and the cache namespace.
 const DATABASE_NAME: &str = "user";

@@ -1,8 +1,6 @@
 //! Validated values of the user domain. A request is parsed into these at the
 //! edge; everything past the gRPC layer can rely on them being valid.
 
-use uuid::Uuid;
-
 /// Longest email address accepted (the limit of an SMTP forward path).
 pub const EMAIL_MAX_BYTES: usize = 254;
 /// Longest display name, in characters, after trimming.
@@ -88,23 +86,6 @@ impl DisplayName {
     }
 }
 
-/// A user id as sent by a client: must be a UUID.
-pub fn parse_user_id(raw: &str) -> Result<Uuid, &'static str> {
-    if raw.is_empty() {
-        return Err("is required");
-    }
-    Uuid::try_parse(raw).map_err(|_| "must be a UUID")
-}
-
-/// A version a client carries back: versions start at 1.
-pub fn parse_version(raw: i64) -> Result<i64, &'static str> {
-    if raw >= 1 {
-        Ok(raw)
-    } else {
-        Err("must be the version last read (1 or more)")
-    }
-}
-
 /// A user to create.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -176,14 +157,5 @@ mod tests {
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse("Ann\u{7}Lee").is_err());
         assert!(DisplayName::parse("Ann\u{0}").is_err());
-    }
-
-    #[test]
-    fn ids_must_be_uuids_and_versions_positive() {
-        assert!(parse_user_id("0190f3c4-7a2b-7cde-8f00-0123456789ab").is_ok());
-        assert!(parse_user_id("42").is_err());
-        assert!(parse_user_id("").is_err());
-        assert!(parse_version(0).is_err());
-        assert_eq!(parse_version(3), Ok(3));
     }
 }

@@ -6,21 +6,19 @@ use std::sync::Arc;
 use prost::Message;
 use suite_cache::{Cache, Cacheable};
 use suite_grpc::Violations;
-use suite_proto::Timestamp;
+use suite_grpc::fields::{parse_page_size, parse_uuid, parse_version, timestamp};
 use suite_proto::suite::user::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{DisplayName, Email, NewUser, UserChanges, parse_user_id, parse_version};
+use crate::domain::{DisplayName, Email, NewUser, UserChanges};
 use crate::error::UserError;
-use crate::page_token::PageTokens;
 use crate::store::UserStore;
 use crate::store::entity::Model as UserRow;
+use suite_grpc::PageTokens;
 
-/// Page size when the request leaves it at 0.
-pub const DEFAULT_PAGE_SIZE: u64 = 50;
-/// Larger requested page sizes are served as this many (AIP-158).
-pub const MAX_PAGE_SIZE: u64 = 1000;
+/// Scope of ListUsers page tokens.
+const LIST_SCOPE: &str = "users";
 
 /// What the cache holds: the protobuf `User`, ready to send.
 #[derive(Debug, Clone)]
@@ -84,7 +82,7 @@ impl pb::user_service_server::UserService for UserApi {
     async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let id = violations.check("id", parse_user_id(&request.id));
+        let id = violations.check("id", parse_uuid(&request.id));
         let version = violations.check("version", parse_version(request.version));
         let email = request.email.as_deref().map(|raw| violations.check("email", Email::parse(raw)));
         let display_name = request
@@ -115,7 +113,7 @@ impl pb::user_service_server::UserService for UserApi {
     async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let id = violations.check("id", parse_user_id(&request.id));
+        let id = violations.check("id", parse_uuid(&request.id));
         let version = request.version.map(|raw| violations.check("version", parse_version(raw)));
         violations.into_result().map_err(UserError::from)?;
         let Some(id) = id else { unreachable!("violations were checked") };
@@ -134,7 +132,7 @@ impl pb::user_service_server::UserService for UserApi {
             Some(None)
         } else {
             violations
-                .check("page_token", self.page_tokens.decode(&request.page_token))
+                .check("page_token", self.page_tokens.decode(LIST_SCOPE, &request.page_token))
                 .map(Some)
         };
         violations.into_result().map_err(UserError::from)?;
@@ -145,7 +143,9 @@ impl pb::user_service_server::UserService for UserApi {
         let mut rows = self.store.list(after, page_size + 1).await?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(usize::try_from(page_size).unwrap_or(usize::MAX));
-            rows.last().map(|last| self.page_tokens.encode(last.id)).unwrap_or_default()
+            rows.last()
+                .map(|last| self.page_tokens.encode(LIST_SCOPE, last.id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -157,15 +157,7 @@ impl pb::user_service_server::UserService for UserApi {
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, UserError> {
-    parse_user_id(raw).map_err(|description| UserError::Invalid(vec![suite_grpc::FieldViolation::new("id", description)]))
-}
-
-fn parse_page_size(raw: i32) -> Result<u64, &'static str> {
-    match u64::try_from(raw) {
-        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
-        Ok(size) => Ok(size.min(MAX_PAGE_SIZE)),
-        Err(_) => Err("must not be negative"),
-    }
+    parse_uuid(raw).map_err(|description| UserError::Invalid(vec![suite_grpc::FieldViolation::new("id", description)]))
 }
 
 fn to_proto(row: &UserRow) -> pb::User {
@@ -176,12 +168,5 @@ fn to_proto(row: &UserRow) -> pb::User {
         create_time: Some(timestamp(row.create_time)),
         update_time: Some(timestamp(row.update_time)),
         version: row.version,
-    }
-}
-
-fn timestamp(time: chrono::DateTime<chrono::Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }

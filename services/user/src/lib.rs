@@ -8,5 +8,4 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod migration;
-pub mod page_token;
 pub mod store;

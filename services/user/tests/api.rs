@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::{TestDb, assert_violation, spawn_app};
+use common::{TestDb, spawn_app};
 use suite_proto::suite::user::v1 as pb;
+use suite_testkit::{assert_violation, database_suite};
 use tonic::Code;
 
 database_suite!(

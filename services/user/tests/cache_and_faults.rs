@@ -52,7 +52,7 @@ cache_suite!(
 
 /// Changes a row behind the service's back, so a stale answer proves a cache hit.
 async fn rename_directly(db: &TestDb, id: &str, display_name: &str) {
-    let connection = Database::connect(db.url()).await.unwrap();
+    let connection = Database::connect(db.url("user")).await.unwrap();
     let statement = sea_orm::Statement::from_sql_and_values(
         connection.get_database_backend(),
         match connection.get_database_backend() {

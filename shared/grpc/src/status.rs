@@ -66,6 +66,15 @@ pub fn invalid_argument(violations: &[FieldViolation]) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
+/// FAILED_PRECONDITION about one field of the request (the system is not in
+/// the state the field assumes, say a referenced user does not exist), with the
+/// field as a `google.rpc.BadRequest` violation so clients can point at it.
+pub fn failed_precondition(violation: &FieldViolation) -> Status {
+    let details = ErrorDetails::with_bad_request_violation(violation.field.clone(), violation.description.clone());
+    let message = format!("{}: {}", violation.field, violation.description);
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
 /// INTERNAL with a generic message; the real error is logged, never sent.
 pub fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
     tracing::error!(error = %error_chain(error), "internal error");

@@ -14,6 +14,11 @@ pub mod suite {
             tonic::include_proto!("suite.user.v1");
         }
     }
+    pub mod order {
+        pub mod v1 {
+            tonic::include_proto!("suite.order.v1");
+        }
+    }
 }
 
 pub use prost_types::Timestamp;

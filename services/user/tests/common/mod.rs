@@ -10,68 +10,11 @@ use suite_db::DatabaseConfig;
 use suite_grpc::{Listeners, SecurityArgs, ServerConfig};
 use suite_proto::suite::user::v1 as pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
-use suite_testkit::TestDatabase;
+pub use suite_testkit::TestDb;
 use suite_tls::MtlsConnector;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use user_service::config::ServeConfig;
-
-/// Generates one test per backend from `async fn name(db: TestDb)` functions:
-/// the same suite runs on SQLite and on a fresh PostgreSQL database.
-#[macro_export]
-macro_rules! database_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::TestDb::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = $crate::common::TestDb::postgres().await else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
-}
-
-/// A database for one test, removed when dropped.
-#[derive(Debug)]
-pub enum TestDb {
-    Sqlite(tempfile::TempDir),
-    Postgres(TestDatabase),
-}
-
-impl TestDb {
-    pub fn sqlite() -> Self {
-        Self::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    pub async fn postgres() -> Option<Self> {
-        TestDatabase::create().await.map(Self::Postgres)
-    }
-
-    pub fn config(&self) -> DatabaseConfig {
-        match self {
-            Self::Sqlite(dir) => DatabaseConfig::sqlite(dir.path()),
-            Self::Postgres(database) => DatabaseConfig::postgres(&database.url),
-        }
-    }
-
-    /// The URL a test uses to look at (or tamper with) the rows directly.
-    pub fn url(&self) -> String {
-        match self {
-            Self::Sqlite(dir) => format!("sqlite://{}/user.sqlite?mode=rwc", dir.path().display()),
-            Self::Postgres(database) => database.url.clone(),
-        }
-    }
-}
 
 /// Knobs a test may turn; everything else is the binary's default.
 #[derive(Debug, Clone)]
@@ -257,20 +200,4 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
-}
-
-/// Asserts INVALID_ARGUMENT with a BadRequest violation on `field`.
-pub fn assert_violation<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
-    use tonic_types::StatusExt;
-    let status = result.expect_err("request should have been rejected");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let fields: Vec<String> = details
-        .bad_request()
-        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default();
-    assert!(
-        fields.iter().any(|f| f == field),
-        "expected a violation on {field}, got {fields:?} ({status:?})"
-    );
 }

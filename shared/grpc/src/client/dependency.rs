@@ -256,12 +256,14 @@ impl Dependency {
         };
         inner.metrics.attempts.get_or_create(&self.labels()).inc();
         let timeout = context.timeout;
+        let started = Instant::now();
         let result = match tokio::time::timeout(timeout, attempt(context)).await {
+            // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
+            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => {
+                Err(deadline_exceeded(inner.name, timeout))
+            }
             Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "{} did not answer within {timeout:?}",
-                inner.name
-            ))),
+            Err(_) => Err(deadline_exceeded(inner.name, timeout)),
         };
         let failure = result.as_ref().err().is_some_and(|status| counts_against_dependency(status.code()));
         if let Some(admission) = guard.admission.take() {
@@ -312,6 +314,10 @@ enum AttemptError {
     Rejected(Status),
     /// The attempt ran and failed.
     Failed(Status),
+}
+
+fn deadline_exceeded(dependency: &str, timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!("{dependency} did not answer within {timeout:?}"))
 }
 
 /// Codes that say the dependency itself is unwell (as opposed to "no such user").

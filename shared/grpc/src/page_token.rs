@@ -1,8 +1,10 @@
-//! Opaque, tamper-evident page tokens for ListUsers.
+//! Opaque, tamper-evident page tokens for keyset-paginated List methods.
 //!
 //! A token is base64url(format byte, last id seen, truncated HMAC-SHA256 tag).
 //! The tag makes a token a client edited or invented fail verification, so a
 //! bad token is rejected instead of silently listing from a forged position.
+//! The tag also covers a scope the token is not carried in (the listing's
+//! filter, say a user id), so a token from one listing fails on another.
 //! Every replica must share the secret for tokens to work across replicas.
 
 use base64::Engine as _;
@@ -43,18 +45,18 @@ impl PageTokens {
         Self { key }
     }
 
-    /// A token that resumes listing after `last_id`.
-    pub fn encode(&self, last_id: Uuid) -> String {
+    /// A token that resumes the listing `scope` after `last_id`.
+    pub fn encode(&self, scope: &str, last_id: Uuid) -> String {
         let mut bytes = Vec::with_capacity(TOKEN_BYTES);
         bytes.push(FORMAT_V1);
         bytes.extend_from_slice(last_id.as_bytes());
-        let tag = self.tag(&bytes);
+        let tag = self.tag(&bytes, scope);
         bytes.extend_from_slice(&tag[..TAG_BYTES]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The id a token resumes after, if this service issued the token.
-    pub fn decode(&self, token: &str) -> Result<Uuid, &'static str> {
+    /// The id a token resumes after, if this service issued it for `scope`.
+    pub fn decode(&self, scope: &str, token: &str) -> Result<Uuid, &'static str> {
         const INVALID: &str = "is not a page token this service issued";
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| INVALID)?;
         if bytes.len() != TOKEN_BYTES || bytes[0] != FORMAT_V1 {
@@ -63,6 +65,7 @@ impl PageTokens {
         let (payload, tag) = bytes.split_at(1 + 16);
         let mut mac = self.mac();
         mac.update(payload);
+        mac.update(scope.as_bytes());
         mac.verify_truncated_left(tag).map_err(|_| INVALID)?;
         Uuid::from_slice(&payload[1..]).map_err(|_| INVALID)
     }
@@ -71,9 +74,10 @@ impl PageTokens {
         Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts keys of any length")
     }
 
-    fn tag(&self, payload: &[u8]) -> [u8; 32] {
+    fn tag(&self, payload: &[u8], scope: &str) -> [u8; 32] {
         let mut mac = self.mac();
         mac.update(payload);
+        mac.update(scope.as_bytes());
         mac.finalize().into_bytes().into()
     }
 }
@@ -86,14 +90,18 @@ mod tests {
     fn round_trips_and_rejects_tampering() {
         let tokens = PageTokens::new(Some("secret"));
         let id = Uuid::now_v7();
-        let token = tokens.encode(id);
-        assert_eq!(tokens.decode(&token), Ok(id));
+        let token = tokens.encode("users", id);
+        assert_eq!(tokens.decode("users", &token), Ok(id));
 
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).expect("valid base64");
         bytes[5] ^= 1;
-        assert!(tokens.decode(&URL_SAFE_NO_PAD.encode(&bytes)).is_err());
-        assert!(tokens.decode("not a token").is_err());
-        assert!(tokens.decode("").is_err());
-        assert!(PageTokens::new(Some("other")).decode(&token).is_err());
+        assert!(tokens.decode("users", &URL_SAFE_NO_PAD.encode(&bytes)).is_err());
+        assert!(tokens.decode("users", "not a token").is_err());
+        assert!(tokens.decode("users", "").is_err());
+        assert!(PageTokens::new(Some("other")).decode("users", &token).is_err());
+        assert!(
+            tokens.decode("orders", &token).is_err(),
+            "a token works only for the listing it came from"
+        );
     }
 }

@@ -1,0 +1,117 @@
+//! Wires configuration to running parts: database, user-service client, API and server harness.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use suite_db::PoolMetrics;
+use suite_grpc::client::Dependency;
+use suite_grpc::{GrpcServer, Listeners, PageTokens, Transport};
+use suite_proto::suite::order::v1::order_service_server::OrderServiceServer;
+use suite_tls::{MtlsConnector, SpiffeId};
+
+use crate::config::{Command, MigrateConfig, ServeConfig};
+use crate::grpc::OrderApi;
+use crate::migration::{MIGRATION_LOCK, Migrator};
+use crate::store::OrderStore;
+use crate::users::UserDirectory;
+
+/// The SQLite file name under the data directory.
+const DATABASE_NAME: &str = "order";
+const USER_SERVICE: &str = "user-service";
+const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs one subcommand to completion.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => {
+            let listeners = Listeners::bind(config.grpc_addr, config.admin_addr)
+                .await
+                .with_context(|| format!("cannot bind {} and {}", config.grpc_addr, config.admin_addr))?;
+            serve(*config, listeners, suite_grpc::shutdown_signal()).await
+        }
+        Command::Migrate(config) => migrate(&config).await,
+    }
+}
+
+/// Applies pending migrations and returns.
+pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
+    let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
+    suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
+        .await
+        .context("migration failed")?;
+    tracing::info!(backend = config.database.backend_name(), "migrations applied");
+    db.close().await.ok();
+    Ok(())
+}
+
+/// Serves on `listeners` until `shutdown` completes, then drains.
+pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    // Security first: a service that cannot secure its port must not touch the database.
+    let transport = config.security.load()?;
+    let user_channel = user_service_channel(&config, &transport)?;
+    let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
+    if config.migrate_on_start {
+        suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
+            .await
+            .context("migration on start failed")?;
+    }
+
+    let mut server = GrpcServer::new(config.server.clone(), transport);
+    let registry = server.metrics_registry();
+    registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
+    let dependency_config = config.user_service.dependency_config();
+    let default_deadline = dependency_config.default_deadline;
+    let users = UserDirectory::new(Dependency::new(USER_SERVICE, user_channel, dependency_config, registry));
+    tracing::info!(
+        database = config.database.backend_name(),
+        user_service = %config.user_service.user_service_addr,
+        "order service starting"
+    );
+
+    let api = OrderApi::new(
+        OrderStore::new(db.clone()),
+        users,
+        PageTokens::new(config.page_token_secret.as_deref()),
+        default_deadline,
+    );
+    let max_message = config.server.max_message_bytes;
+    let service = OrderServiceServer::new(api)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    // Readiness is the database only: with the user service down, orders can
+    // still be read and CreateOrder fails fast, which beats no order service.
+    server
+        .add_service(service)
+        .with_descriptor_set(suite_proto::FILE_DESCRIPTOR_SET)
+        .with_readiness(move || {
+            let db = db.clone();
+            async move { matches!(tokio::time::timeout(READINESS_PING_TIMEOUT, db.ping()).await, Ok(Ok(()))) }
+        })
+        .serve(listeners, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// A lazy channel to the user service, over mutual TLS with this service's own
+/// certificate when the gRPC port has one, so it reloads on rotation too.
+fn user_service_channel(config: &ServeConfig, transport: &Transport) -> anyhow::Result<tonic::transport::Channel> {
+    let addr = config.user_service.user_service_addr;
+    let channel = match transport {
+        Transport::Mtls { tls, .. } => {
+            let credentials = tls.credentials();
+            let expected = match &config.user_service.user_service_identity {
+                Some(identity) => identity.clone(),
+                None => {
+                    let own = credentials.identity();
+                    SpiffeId::new(own.trust_domain(), own.namespace(), USER_SERVICE)?
+                }
+            };
+            tracing::info!(%addr, %expected, "calling the user service over mutual TLS");
+            let connector = MtlsConnector::new(credentials, expected, config.security.tls.options())?;
+            suite_grpc::client::lazy_mtls(addr, connector)?
+        }
+        Transport::InsecurePlaintext => suite_grpc::client::lazy_insecure(addr)?,
+    };
+    Ok(channel)
+}

@@ -1,0 +1,84 @@
+//! The order service's errors and their single mapping to gRPC statuses.
+
+use suite_db::{DbFailure, sea_orm::DbErr};
+use suite_grpc::FieldViolation;
+use suite_grpc::status;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::domain::{Status as OrderStatus, Transition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("invalid request")]
+    Invalid(Vec<FieldViolation>),
+    #[error("order {0} not found")]
+    NotFound(Uuid),
+    #[error("user {0} does not exist")]
+    UserNotFound(Uuid),
+    #[error("idempotency key already used for order {order_id} with a different request")]
+    IdempotencyConflict { order_id: Uuid },
+    #[error("order {id} is {from:?}; cannot {}", transition.verb())]
+    IllegalTransition {
+        id: Uuid,
+        from: OrderStatus,
+        transition: Transition,
+    },
+    #[error("version mismatch: current {current}, requested {requested}")]
+    VersionMismatch { current: i64, requested: i64 },
+    #[error("the user service failed: {0}")]
+    UserService(Status),
+    #[error("stored order {0} is unreadable")]
+    Corrupt(Uuid),
+    #[error("database error")]
+    Database(#[source] DbErr),
+}
+
+impl From<DbErr> for OrderError {
+    fn from(error: DbErr) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<Vec<FieldViolation>> for OrderError {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
+impl From<OrderError> for Status {
+    fn from(error: OrderError) -> Self {
+        match error {
+            OrderError::Invalid(violations) => status::invalid_argument(&violations),
+            OrderError::NotFound(id) => Status::not_found(format!("order {id} not found")),
+            OrderError::UserNotFound(id) => {
+                status::failed_precondition(&FieldViolation::new("user_id", format!("user {id} does not exist")))
+            }
+            OrderError::IdempotencyConflict { order_id } => Status::already_exists(format!(
+                "this idempotency key was already used for order {order_id} with a different request; use a new key for a new order"
+            )),
+            OrderError::IllegalTransition { id, from, transition } => Status::failed_precondition(format!(
+                "order {id} is {}; it cannot {} from there",
+                from.as_db(),
+                transition.verb()
+            )),
+            OrderError::VersionMismatch { current, requested } => Status::aborted(format!(
+                "the order has changed: current version is {current}, the request carried {requested}; read it again and retry"
+            )),
+            OrderError::UserService(upstream) => match upstream.code() {
+                Code::Unavailable | Code::ResourceExhausted => {
+                    tracing::warn!(code = ?upstream.code(), message = upstream.message(), "user service unavailable");
+                    Status::unavailable(format!("the user service is unavailable ({}); retry later", upstream.message()))
+                }
+                Code::DeadlineExceeded | Code::Cancelled => Status::new(upstream.code(), upstream.message()),
+                // A refused identity or a broken contract is this deployment's fault, not the caller's.
+                _ => status::internal(&OrderError::UserService(upstream)),
+            },
+            OrderError::Corrupt(_) => status::internal(&error),
+            OrderError::Database(error) => match suite_db::classify(&error) {
+                DbFailure::Unavailable => status::unavailable("the order database", &error),
+                DbFailure::UniqueViolation | DbFailure::Other => status::internal(&error),
+            },
+        }
+    }
+}

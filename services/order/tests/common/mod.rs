@@ -1,0 +1,227 @@
+//! The order service and a real user service, both in this process on
+//! ephemeral ports, with real gRPC clients.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use order_service::config::{ServeConfig, UserServiceArgs};
+use suite_db::DatabaseConfig;
+use suite_grpc::{Listeners, SecurityArgs, ServerConfig};
+use suite_proto::suite::order::v1 as pb;
+use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
+use suite_proto::suite::user::v1 as user_pb;
+use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
+pub use suite_testkit::TestDb;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A server running in a task, stopped like SIGTERM when dropped or told to.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    async fn start<F, Fut>(grpc_addr: SocketAddr, serve: F) -> Self
+    where
+        F: FnOnce(Listeners, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        suite_testkit::init_logging();
+        let listeners = Listeners::bind(grpc_addr, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let grpc_addr = listeners.grpc.local_addr().unwrap();
+        let admin_addr = listeners.admin.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel();
+        let task = tokio::spawn(serve(listeners, stop));
+        let running = Self {
+            grpc_addr,
+            admin_addr,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        };
+        running.wait_until_serving().await;
+        running
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if let Ok(channel) = suite_grpc::client::connect_insecure(self.admin_addr).await {
+                let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await;
+                if reply.is_ok_and(|reply| reply.into_inner().status == 1) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server on {} never became ready", self.grpc_addr);
+    }
+
+    pub async fn metrics(&self) -> String {
+        suite_testkit::scrape_metrics(self.admin_addr).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn test_server_config() -> ServerConfig {
+    ServerConfig {
+        readiness_interval_ms: 100,
+        shutdown_grace_ms: 2_000,
+        ..ServerConfig::default()
+    }
+}
+
+/// The real user service on `grpc_addr` (port 0 for any), storing in `database`.
+pub async fn start_user_service(database: DatabaseConfig, grpc_addr: SocketAddr, security: SecurityArgs) -> Running {
+    let config = user_service::config::ServeConfig {
+        grpc_addr,
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        migrate_on_start: true,
+        page_token_secret: Some("test-secret".into()),
+        database,
+        cache: suite_cache::CacheConfig::default(),
+        server: test_server_config(),
+        security,
+    };
+    Running::start(grpc_addr, move |listeners, stop| {
+        user_service::app::serve(config, listeners, async {
+            let _ = stop.await;
+        })
+    })
+    .await
+}
+
+/// Client stack settings for tests: quick to open and to recover.
+pub fn fast_user_service_args(addr: SocketAddr) -> UserServiceArgs {
+    UserServiceArgs {
+        user_service_addr: addr,
+        user_service_identity: None,
+        user_service_default_deadline_ms: 2_000,
+        user_service_deadline_margin_ms: 20,
+        user_service_max_attempts: 2,
+        user_service_backoff_base_ms: 5,
+        user_service_backoff_max_ms: 20,
+        user_service_retry_budget_ratio: 0.1,
+        user_service_retry_budget_floor: 10,
+        user_service_retry_budget_window_ms: 10_000,
+        user_service_breaker_window_ms: 10_000,
+        user_service_breaker_min_requests: 5,
+        user_service_breaker_failure_ratio: 0.5,
+        user_service_breaker_open_ms: 500,
+        user_service_breaker_half_open_probes: 1,
+        user_service_max_concurrent_calls: 64,
+    }
+}
+
+pub async fn start_order_service(database: DatabaseConfig, user_service: UserServiceArgs, security: SecurityArgs) -> Running {
+    let config = ServeConfig {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        migrate_on_start: true,
+        page_token_secret: Some("test-secret".into()),
+        user_service,
+        database,
+        server: test_server_config(),
+        security,
+    };
+    Running::start(config.grpc_addr, move |listeners, stop| {
+        order_service::app::serve(config, listeners, async {
+            let _ = stop.await;
+        })
+    })
+    .await
+}
+
+/// Both services in plaintext, each with its own database, and clients of both.
+pub struct Suite {
+    pub orders: OrderServiceClient<Channel>,
+    pub users: UserServiceClient<Channel>,
+    pub order_service: Running,
+    pub user_service: Option<Running>,
+    pub user_db: TestDb,
+}
+
+impl Suite {
+    pub async fn start(order_db: &TestDb) -> Self {
+        let user_db = TestDb::sqlite();
+        let user_service = start_user_service(user_db.config(), "127.0.0.1:0".parse().unwrap(), SecurityArgs::insecure_plaintext()).await;
+        let order_service = start_order_service(
+            order_db.config(),
+            fast_user_service_args(user_service.grpc_addr),
+            SecurityArgs::insecure_plaintext(),
+        )
+        .await;
+        Self {
+            orders: OrderServiceClient::new(suite_grpc::client::connect_insecure(order_service.grpc_addr).await.unwrap()),
+            users: UserServiceClient::new(suite_grpc::client::connect_insecure(user_service.grpc_addr).await.unwrap()),
+            order_service,
+            user_service: Some(user_service),
+            user_db,
+        }
+    }
+
+    pub async fn create_user(&self, email: &str) -> String {
+        let request = user_pb::CreateUserRequest {
+            email: email.into(),
+            display_name: "Buyer".into(),
+        };
+        self.users.clone().create_user(request).await.unwrap().into_inner().user.unwrap().id
+    }
+
+    pub async fn create(&self, request: pb::CreateOrderRequest) -> Result<pb::Order, tonic::Status> {
+        Ok(self.orders.clone().create_order(request).await?.into_inner().order.unwrap())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<pb::Order, tonic::Status> {
+        Ok(self
+            .orders
+            .clone()
+            .get_order(pb::GetOrderRequest { id: id.into() })
+            .await?
+            .into_inner()
+            .order
+            .unwrap())
+    }
+}
+
+pub fn item(sku: &str, quantity: i32, amount_minor: i64) -> pb::LineItem {
+    pb::LineItem {
+        sku: sku.into(),
+        quantity,
+        unit_price: Some(pb::Money {
+            currency_code: "EUR".into(),
+            amount_minor,
+        }),
+        line_total: None,
+    }
+}
+
+pub fn order_request(user_id: &str, key: &str, items: Vec<pb::LineItem>) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        user_id: user_id.into(),
+        items,
+        idempotency_key: key.into(),
+    }
+}
