@@ -13,19 +13,18 @@ default:
 tools:
     scripts/install-tools
 
-# Run the suite locally on embedded defaults: SQLite in .data/, in-process cache, mutual TLS on 127.0.0.1:50051 with dev certificates from .dev/certs, admin (plaintext) on 127.0.0.1:9101.
-up: dev-certs
-    TLS_CERT=.dev/certs/user-service.pem TLS_KEY=.dev/certs/user-service-key.pem TLS_CA=.dev/certs/ca.pem \
-    AUTHZ_POLICY=config/dev/user-service.authz.toml \
-    cargo run -p user-service -- --log-format human serve
+# Run the suite locally on embedded defaults: user service (127.0.0.1:50051) and order service (127.0.0.1:50052) over mutual TLS with dev certificates from .dev/certs, SQLite in .data/, admin ports 9101 and 9102.
+up:
+    scripts/up
 
 # Create or refresh the development CA and certificates in .dev/certs (`just dev-certs --renew` re-issues them; running services reload them).
 dev-certs *ARGS:
     cargo run --quiet -p suite-devcerts --bin dev-certs -- --dir .dev/certs {{ARGS}}
 
-# Apply database migrations (DATABASE_URL, or the embedded SQLite default).
+# Apply both services' database migrations (USER_DATABASE_URL and ORDER_DATABASE_URL, or the embedded SQLite defaults).
 migrate:
-    cargo run -p user-service -- migrate
+    env -u DATABASE_URL ${USER_DATABASE_URL:+DATABASE_URL="$USER_DATABASE_URL"} cargo run -p user-service -- migrate
+    env -u DATABASE_URL ${ORDER_DATABASE_URL:+DATABASE_URL="$ORDER_DATABASE_URL"} cargo run -p order-service -- migrate
 
 # Run every test against real PostgreSQL, Redis and grpcurl (a backend that is unreachable is skipped loudly; with CI=true it fails the run).
 test: tools
