@@ -5,189 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{Server, free_addr, grpcurl, grpcurl_fails};
 use suite_proto::suite::user::v1 as pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_testkit::{FaultProxy, ProxyMode, TestDatabase, workspace_binary, workspace_root};
-use suite_tls::{CredentialPaths, Credentials, MtlsConnector, SpiffeId, TlsOptions};
-
-const USER_SERVICE_ID: &str = "spiffe://suite.local/ns/dev/sa/user-service";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// A fresh set of development certificates from the `dev-certs` binary.
-struct DevCerts {
-    dir: tempfile::TempDir,
-}
-
-impl DevCerts {
-    fn issue() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let output = Command::new(workspace_binary("dev-certs"))
-            .arg("--dir")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "dev-certs failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn path_str(&self, file: &str) -> String {
-        self.path(file).to_str().unwrap().to_owned()
-    }
-
-    /// The TLS and policy environment `just up` gives the user service.
-    fn server_env(&self, command: &mut Command) {
-        command
-            .env("TLS_CERT", self.path("user-service.pem"))
-            .env("TLS_KEY", self.path("user-service-key.pem"))
-            .env("TLS_CA", self.path("ca.pem"))
-            .env("AUTHZ_POLICY", workspace_root().join("config/dev/user-service.authz.toml"));
-    }
-
-    /// grpcurl's flags for calling as the operator.
-    fn operator_flags(&self) -> Vec<String> {
-        vec![
-            "-cacert".into(),
-            self.path_str("ca.pem"),
-            "-cert".into(),
-            self.path_str("operator.pem"),
-            "-key".into(),
-            self.path_str("operator-key.pem"),
-        ]
-    }
-
-    fn operator_connector(&self) -> MtlsConnector {
-        let credentials = Credentials::load(CredentialPaths {
-            cert: self.path("operator.pem"),
-            key: self.path("operator-key.pem"),
-            ca: self.path("ca.pem"),
-        })
-        .unwrap();
-        MtlsConnector::new(&credentials, USER_SERVICE_ID.parse::<SpiffeId>().unwrap(), TlsOptions::default()).unwrap()
-    }
-}
-
-/// A running `user-service serve`, killed on drop if a test fails before stopping it.
-struct Server {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    certs: DevCerts,
-}
-
-impl Server {
-    async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
-        let certs = DevCerts::issue();
-        let (grpc, admin) = (free_addr(), free_addr());
-        let mut command = Command::new(workspace_binary("user-service"));
-        certs.server_env(&mut command);
-        command
-            .args([
-                "serve",
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-                "--log-filter",
-                "warn",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(url) = database_url {
-            command.env("DATABASE_URL", url);
-        }
-        let server = Self {
-            child: command.spawn().unwrap(),
-            grpc,
-            admin,
-            certs,
-        };
-        server.wait_until_serving().await;
-        server
-    }
-
-    async fn wait_until_serving(&self) {
-        for _ in 0..200 {
-            if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{}", self.admin))
-                .unwrap()
-                .connect()
-                .await
-            {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
-                    && reply.into_inner().status == 1
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("user-service never became ready");
-    }
-
-    async fn client(&self) -> UserServiceClient<tonic::transport::Channel> {
-        let channel = suite_grpc::client::connect_mtls(self.grpc, self.certs.operator_connector())
-            .await
-            .unwrap();
-        UserServiceClient::new(channel)
-    }
-
-    /// grpcurl as the operator, over mutual TLS.
-    fn grpcurl(&self, grpcurl_bin: &Path, args: &[&str]) -> String {
-        let mut all: Vec<String> = self.certs.operator_flags();
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        grpcurl(grpcurl_bin, &all.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn grpcurl(grpcurl: &Path, args: &[&str]) -> String {
-    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
-    assert!(status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&stderr));
-    String::from_utf8(stdout).unwrap()
-}
-
-/// grpcurl's stderr, asserting that the call failed.
-fn grpcurl_fails(grpcurl: &Path, args: &[&str]) -> String {
-    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
-    assert!(
-        !status.success(),
-        "grpcurl {args:?} succeeded: {}",
-        String::from_utf8_lossy(&stdout)
-    );
-    String::from_utf8_lossy(&stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_user_service() {
@@ -289,7 +116,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let proxy = FaultProxy::start(db.server_addr()).await;
     let data = tempfile::tempdir().unwrap();
     let mut server = Server::start(data.path(), Some(&db.url_via(proxy.addr()))).await;
-    let client = server.client().await;
+    let client = UserServiceClient::new(server.channel().await);
     let mut ids = Vec::new();
     for index in 0..6 {
         let request = pb::CreateUserRequest {
@@ -347,7 +174,7 @@ async fn replicas_racing_to_migrate_all_succeed() {
         email: "migrated@example.com".into(),
         display_name: "M".into(),
     };
-    server.client().await.create_user(request).await.unwrap();
+    UserServiceClient::new(server.channel().await).create_user(request).await.unwrap();
 }
 
 #[test]

@@ -1,0 +1,215 @@
+//! The suite's real binaries started as operators start them: over mutual TLS
+//! with the certificates `dev-certs` issues and the shipped development
+//! policies, driven by grpcurl and by tonic clients presenting the operator's
+//! certificate.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use suite_testkit::{workspace_binary, workspace_root};
+use suite_tls::{CredentialPaths, Credentials, MtlsConnector, SpiffeId, TlsOptions};
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The identity `dev-certs` gives a service.
+pub fn dev_identity(name: &str) -> SpiffeId {
+    format!("spiffe://suite.local/ns/dev/sa/{name}").parse().unwrap()
+}
+
+/// A fresh set of development certificates from the `dev-certs` binary.
+pub struct DevCerts {
+    dir: tempfile::TempDir,
+}
+
+impl DevCerts {
+    pub fn issue() -> Arc<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(workspace_binary("dev-certs"))
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "dev-certs failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Arc::new(Self { dir })
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn path_str(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_owned()
+    }
+
+    /// The TLS and policy environment `just up` gives the service `name`.
+    fn server_env(&self, command: &mut Command, name: &str) {
+        command
+            .env("TLS_CERT", self.path(&format!("{name}.pem")))
+            .env("TLS_KEY", self.path(&format!("{name}-key.pem")))
+            .env("TLS_CA", self.path("ca.pem"))
+            .env("AUTHZ_POLICY", workspace_root().join(format!("config/dev/{name}.authz.toml")));
+    }
+
+    /// grpcurl's flags for calling as the operator.
+    pub fn operator_flags(&self) -> Vec<String> {
+        vec![
+            "-cacert".into(),
+            self.path_str("ca.pem"),
+            "-cert".into(),
+            self.path_str("operator.pem"),
+            "-key".into(),
+            self.path_str("operator-key.pem"),
+        ]
+    }
+
+    /// The operator's mTLS client for a server that must be `expected`.
+    pub fn operator_connector(&self, expected: SpiffeId) -> MtlsConnector {
+        let credentials = Credentials::load(CredentialPaths {
+            cert: self.path("operator.pem"),
+            key: self.path("operator-key.pem"),
+            ca: self.path("ca.pem"),
+        })
+        .unwrap();
+        MtlsConnector::new(&credentials, expected, TlsOptions::default()).unwrap()
+    }
+}
+
+/// A running `<binary> serve`, killed on drop if a test fails before stopping it.
+pub struct Server {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub certs: Arc<DevCerts>,
+    name: &'static str,
+}
+
+impl Server {
+    /// The user service with fresh certificates.
+    pub async fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_service("user-service", DevCerts::issue(), data_dir, database_url, &[]).await
+    }
+
+    /// `name` (`user-service`, `order-service`) with its dev certificate and policy,
+    /// its SQLite file under `data_dir` unless `database_url` is given.
+    pub async fn start_service(
+        name: &'static str,
+        certs: Arc<DevCerts>,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
+        Self::start_service_on(free_addr(), name, certs, data_dir, database_url, extra).await
+    }
+
+    /// Like [`Self::start_service`], with the gRPC port on `grpc`.
+    pub async fn start_service_on(
+        grpc: SocketAddr,
+        name: &'static str,
+        certs: Arc<DevCerts>,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
+        let admin = free_addr();
+        let mut command = Command::new(workspace_binary(name));
+        certs.server_env(&mut command, name);
+        command
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+                "--log-filter",
+                "warn",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let server = Self {
+            child: command.spawn().unwrap(),
+            grpc,
+            admin,
+            certs,
+            name,
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if let Ok(channel) = suite_grpc::client::connect_insecure(self.admin).await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
+                    && reply.into_inner().status == 1
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never became ready", self.name);
+    }
+
+    /// A channel to the gRPC port as the operator, verifying the server's identity.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        suite_grpc::client::connect_mtls(self.grpc, self.certs.operator_connector(dev_identity(self.name)))
+            .await
+            .unwrap()
+    }
+
+    /// grpcurl as the operator, over mutual TLS.
+    pub fn grpcurl(&self, grpcurl_bin: &Path, args: &[&str]) -> String {
+        let mut all: Vec<String> = self.certs.operator_flags();
+        all.extend(args.iter().map(|arg| (*arg).to_owned()));
+        grpcurl(grpcurl_bin, &all.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn grpcurl(grpcurl: &Path, args: &[&str]) -> String {
+    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
+    assert!(status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&stderr));
+    String::from_utf8(stdout).unwrap()
+}
+
+/// grpcurl's stderr, asserting that the call failed.
+pub fn grpcurl_fails(grpcurl: &Path, args: &[&str]) -> String {
+    let Output { status, stdout, stderr } = Command::new(grpcurl).args(args).output().unwrap();
+    assert!(
+        !status.success(),
+        "grpcurl {args:?} succeeded: {}",
+        String::from_utf8_lossy(&stdout)
+    );
+    String::from_utf8_lossy(&stderr).into_owned()
+}
