@@ -423,3 +423,14 @@ async fn refuses_to_start_with_unusable_security() {
     let broken = start(broken).await;
     assert!(matches!(broken.downcast_ref(), Some(SecurityError::Material(_))), "{broken:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_is_accepted_when_enabled() {
+    let pki = TestPki::new();
+    let db = TestDb::sqlite();
+    let (app, _) = secure_app(&pki, &db, |security| security.tls.tls_allow_tls12 = true).await;
+    health_over(&app, pki.raw_tls12_client(&pki.service("order-service")))
+        .await
+        .unwrap();
+    app.stop().await;
+}
