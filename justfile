@@ -43,6 +43,10 @@ lint:
 # What CI runs: lints, then the whole test suite.
 ci: lint test
 
+# Rewrite proto/wire-baseline.txt from the current protos, after a deliberate API change; it names any wire break it accepts. Commit the baseline with the change.
+contracts-update:
+    cargo run --quiet -p suite-contracts --bin contracts -- update-baseline --baseline proto/wire-baseline.txt
+
 # GetUser cache-hit throughput and latency beside a trivial endpoint, plaintext and mutual TLS, and TLS handshakes/s; figures go in BENCHMARKS.md.
 bench:
     cargo build --release -p user-service -p suite-tests --bins
