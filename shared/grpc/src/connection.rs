@@ -27,12 +27,13 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
     /// The verified certificate identity; `None` on an insecure plaintext port.
-    pub identity: Option<PeerIdentity>,
+    /// Shared, because tonic clones the connection's info into every request.
+    pub identity: Option<Arc<PeerIdentity>>,
 }
 
 /// The verified identity of the caller of `request`, if the port is mutual TLS.
 pub fn peer_identity<T>(request: &tonic::Request<T>) -> Option<&PeerIdentity> {
-    request.extensions().get::<PeerInfo>()?.identity.as_ref()
+    request.extensions().get::<PeerInfo>()?.identity.as_deref()
 }
 
 pub(crate) enum Transport {
@@ -167,7 +168,7 @@ async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<
                     stream: Transport::Tls(Box::new(stream)),
                     info: PeerInfo {
                         remote_addr,
-                        identity: Some(identity),
+                        identity: Some(Arc::new(identity)),
                     },
                 };
                 let _ = sender.send(Ok(connection)).await;

@@ -54,7 +54,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Loads the material once; it must be valid, since there is nothing to fall back on.
     pub fn load(paths: CredentialPaths) -> Result<Self, MaterialError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::crypto_provider());
         let files = PemFiles::read(&paths)?;
         let material = Material::from_pem(&files, &provider)?;
         let metrics = TlsMetrics::default();

@@ -68,6 +68,8 @@ impl ServerTls {
                 credentials: credentials.clone(),
             }));
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // Our suite order, whatever a client (grpcurl) prefers.
+        config.ignore_client_order = true;
         // No resumption: every connection proves its certificate against the
         // current CA bundle, and no ticket key exists to leak or persist.
         config.session_storage = Arc::new(NoServerSessionStorage {});

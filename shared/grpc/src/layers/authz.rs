@@ -65,7 +65,7 @@ where
             return self.inner.call(request).boxed();
         };
         let path = request.uri().path();
-        let identity = request.extensions().get::<PeerInfo>().and_then(|info| info.identity.as_ref());
+        let identity = request.extensions().get::<PeerInfo>().and_then(|info| info.identity.as_deref());
         let status = match identity {
             Some(identity) if policy.permits(path, &identity.caller) => return self.inner.call(request).boxed(),
             Some(identity) => {
