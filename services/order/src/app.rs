@@ -98,8 +98,10 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
 fn user_service_channel(config: &ServeConfig, transport: &Transport) -> anyhow::Result<tonic::transport::Channel> {
     let addr = config.user_service.user_service_addr;
     let channel = match transport {
-        Transport::Mtls { tls, .. } => {
-            let credentials = tls.credentials();
+        Transport::Mtls { tls, .. } | Transport::ServerOnlyTls { tls } => {
+            let credentials = tls
+                .credentials()
+                .context("calling the user service needs this service's own SPIFFE certificate")?;
             let expected = match &config.user_service.user_service_identity {
                 Some(identity) => identity.clone(),
                 None => {

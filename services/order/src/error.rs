@@ -1,7 +1,7 @@
 //! The order service's errors and their single mapping to gRPC statuses.
 
 use suite_db::{DbFailure, sea_orm::DbErr};
-use suite_grpc::FieldViolation;
+use suite_grpc::{AccessDenied, FieldViolation};
 use suite_grpc::status;
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -30,6 +30,8 @@ pub enum OrderError {
     UserService(Status),
     #[error("stored order {0} is unreadable")]
     Corrupt(Uuid),
+    #[error("permission denied: {0}")]
+    Denied(#[from] AccessDenied),
     #[error("database error")]
     Database(#[source] DbErr),
 }
@@ -74,6 +76,7 @@ impl From<OrderError> for Status {
                 // A refused identity or a broken contract is this deployment's fault, not the caller's.
                 _ => status::internal(&OrderError::UserService(upstream)),
             },
+            OrderError::Denied(denied) => Status::permission_denied(denied.to_string()),
             OrderError::Corrupt(_) => status::internal(&error),
             OrderError::Database(error) => match suite_db::classify(&error) {
                 DbFailure::Unavailable => status::unavailable("the order database", &error),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use suite_grpc::client::Deadline;
 use suite_grpc::fields::{parse_page_size, parse_uuid, parse_version, timestamp};
-use suite_grpc::{PageTokens, Violations};
+use suite_grpc::{PageTokens, Principal, Violations};
 use suite_proto::suite::order::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -33,12 +33,23 @@ impl OrderApi {
         }
     }
 
-    async fn transition(&self, id: &str, version: Option<i64>, transition: Transition) -> Result<pb::Order, OrderError> {
+    async fn transition(
+        &self,
+        principal: &Principal,
+        id: &str,
+        version: Option<i64>,
+        transition: Transition,
+    ) -> Result<pb::Order, OrderError> {
         let mut violations = Violations::default();
         let id = violations.check("id", parse_uuid(id));
         let version = version.map(|raw| violations.check("version", parse_version(raw)));
         violations.into_result()?;
         let Some(id) = id else { unreachable!("violations were checked") };
+        if *principal != Principal::Service {
+            // End users change only their own orders; services skip this read.
+            let owner = self.store.get(id).await?.ok_or(OrderError::NotFound(id))?.order.user_id;
+            principal.require_owner(&owner.to_string())?;
+        }
         let record = self.store.transition(id, transition, version.flatten()).await?;
         to_proto(&record)
     }
@@ -50,6 +61,9 @@ impl pb::order_service_server::OrderService for OrderApi {
     async fn create_order(&self, request: Request<pb::CreateOrderRequest>) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let deadline = Deadline::of_request(request.metadata(), self.default_deadline);
         let new = NewOrder::parse(request.get_ref()).map_err(OrderError::from)?;
+        Principal::of(&request)
+            .require_owner(&new.user_id.to_string())
+            .map_err(OrderError::from)?;
         let fingerprint = new.fingerprint();
         // A retry of a request that already succeeded needs no user check:
         // it answers even while the user service is down.
@@ -75,6 +89,9 @@ impl pb::order_service_server::OrderService for OrderApi {
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderResponse>, Status> {
         let id = parse_uuid(&request.get_ref().id).map_err(|description| invalid("id", description))?;
         let record = self.store.get(id).await?.ok_or(OrderError::NotFound(id))?;
+        Principal::of(&request)
+            .require_owner(&record.order.user_id.to_string())
+            .map_err(OrderError::from)?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(to_proto(&record)?),
         }))
@@ -82,6 +99,7 @@ impl pb::order_service_server::OrderService for OrderApi {
 
     #[tracing::instrument(skip_all)]
     async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let user_id = violations.check("user_id", parse_uuid(&request.user_id));
@@ -99,6 +117,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         let (Some(user_id), Some(page_size), Some(after)) = (user_id, page_size, after) else {
             unreachable!("violations were checked")
         };
+        principal.require_owner(&user_id.to_string()).map_err(OrderError::from)?;
         // One row more than the page tells whether another page follows.
         let mut records = self.store.list(user_id, after, page_size + 1).await?;
         let next_page_token = if records.len() as u64 > page_size {
@@ -118,22 +137,25 @@ impl pb::order_service_server::OrderService for OrderApi {
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
     async fn confirm_order(&self, request: Request<pb::ConfirmOrderRequest>) -> Result<Response<pb::ConfirmOrderResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
-        let order = self.transition(&request.id, request.version, Transition::Confirm).await?;
+        let order = self.transition(&principal, &request.id, request.version, Transition::Confirm).await?;
         Ok(Response::new(pb::ConfirmOrderResponse { order: Some(order) }))
     }
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
     async fn ship_order(&self, request: Request<pb::ShipOrderRequest>) -> Result<Response<pb::ShipOrderResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
-        let order = self.transition(&request.id, request.version, Transition::Ship).await?;
+        let order = self.transition(&principal, &request.id, request.version, Transition::Ship).await?;
         Ok(Response::new(pb::ShipOrderResponse { order: Some(order) }))
     }
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
-        let order = self.transition(&request.id, request.version, Transition::Cancel).await?;
+        let order = self.transition(&principal, &request.id, request.version, Transition::Cancel).await?;
         Ok(Response::new(pb::CancelOrderResponse { order: Some(order) }))
     }
 }

@@ -1,7 +1,7 @@
 //! The user service's errors and their single mapping to gRPC statuses.
 
 use suite_db::{DbFailure, sea_orm::DbErr};
-use suite_grpc::FieldViolation;
+use suite_grpc::{AccessDenied, FieldViolation};
 use suite_grpc::status;
 use tonic::Status;
 use uuid::Uuid;
@@ -16,6 +16,8 @@ pub enum UserError {
     EmailTaken,
     #[error("version mismatch: current {current}, requested {requested}")]
     VersionMismatch { current: i64, requested: i64 },
+    #[error("permission denied: {0}")]
+    Denied(#[from] AccessDenied),
     #[error("database error")]
     Database(#[source] DbErr),
 }
@@ -45,6 +47,7 @@ impl From<UserError> for Status {
             UserError::VersionMismatch { current, requested } => Status::aborted(format!(
                 "the user has changed: current version is {current}, the request carried {requested}; read it again and retry"
             )),
+            UserError::Denied(denied) => Status::permission_denied(denied.to_string()),
             UserError::Database(error) => match suite_db::classify(&error) {
                 DbFailure::Unavailable => status::unavailable("the user database", &error),
                 DbFailure::UniqueViolation | DbFailure::Other => status::internal(&error),

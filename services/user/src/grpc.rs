@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use suite_cache::{Cache, Cacheable};
-use suite_grpc::Violations;
+use suite_grpc::{Principal, Violations};
 use suite_grpc::fields::{parse_page_size, parse_uuid, parse_version, timestamp};
 use suite_proto::suite::user::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -51,6 +51,7 @@ impl UserApi {
 impl pb::user_service_server::UserService for UserApi {
     #[tracing::instrument(skip_all)]
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
+        Principal::of(&request).require_admin().map_err(UserError::from)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let email = violations.check("email", Email::parse(&request.email));
@@ -68,6 +69,7 @@ impl pb::user_service_server::UserService for UserApi {
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
         let id = parse_id(&request.get_ref().id)?;
+        require_owner(&request, id)?;
         let user = self
             .cache
             .get_or_load(&id.to_string(), || async {
@@ -80,6 +82,7 @@ impl pb::user_service_server::UserService for UserApi {
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
     async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check("id", parse_uuid(&request.id));
@@ -96,6 +99,7 @@ impl pb::user_service_server::UserService for UserApi {
         let (Some(id), Some(version)) = (id, version) else {
             unreachable!("violations were checked")
         };
+        principal.require_owner(&id.to_string()).map_err(UserError::from)?;
         let changes = UserChanges {
             email: email.flatten(),
             display_name: display_name.flatten(),
@@ -111,12 +115,14 @@ impl pb::user_service_server::UserService for UserApi {
 
     #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
     async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let id = violations.check("id", parse_uuid(&request.id));
         let version = request.version.map(|raw| violations.check("version", parse_version(raw)));
         violations.into_result().map_err(UserError::from)?;
         let Some(id) = id else { unreachable!("violations were checked") };
+        principal.require_owner(&id.to_string()).map_err(UserError::from)?;
         let result = self.store.delete(id, version.flatten()).await;
         self.cache.invalidate(&id.to_string()).await;
         result?;
@@ -125,6 +131,7 @@ impl pb::user_service_server::UserService for UserApi {
 
     #[tracing::instrument(skip_all)]
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Principal::of(&request).require_admin().map_err(UserError::from)?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let page_size = violations.check("page_size", parse_page_size(request.page_size));
@@ -154,6 +161,11 @@ impl pb::user_service_server::UserService for UserApi {
             next_page_token,
         }))
     }
+}
+
+/// End users reach only their own record (their token's subject is their user id).
+fn require_owner<T>(request: &Request<T>, id: Uuid) -> Result<(), UserError> {
+    Ok(Principal::of(request).require_owner(&id.to_string())?)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, UserError> {

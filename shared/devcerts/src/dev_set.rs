@@ -1,5 +1,5 @@
 //! The set of files `dev-certs` keeps for local runs: one CA and one
-//! certificate per identity. Re-running it is cheap and changes nothing that
+//! certificate per identity, and the development token-signing key. Re-running it is cheap and changes nothing that
 //! is still good, so `just up` calls it every time.
 
 use std::io::Write as _;
@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::token_key::DevTokenKey;
 use crate::{CertificateAuthority, LeafSpec};
 
 const CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -34,6 +35,8 @@ pub struct DevSetOptions {
 #[derive(Debug, Default)]
 pub struct DevSetReport {
     pub created_ca: bool,
+    /// Whether the token-signing key (and its JWKS) was created by this run.
+    pub created_token_key: bool,
     pub issued: Vec<(String, String)>,
     pub kept: Vec<String>,
 }
@@ -89,6 +92,8 @@ pub fn ensure(options: &DevSetOptions) -> anyhow::Result<DevSetReport> {
         write_atomically(&cert_path, issued.certificate_pem.as_bytes(), false)?;
         report.issued.push((name.to_owned(), issued.serial));
     }
+    let (_, created_token_key) = DevTokenKey::ensure(&options.dir)?;
+    report.created_token_key = created_token_key;
     Ok(report)
 }
 
@@ -120,7 +125,7 @@ fn pem_body(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_atomically(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|name| name.to_str()).unwrap_or("file");
     let temporary = dir.join(format!(".{file_name}.tmp"));

@@ -181,3 +181,4 @@ fn random_serial() -> SerialNumber {
 }
 
 pub mod dev_set;
+pub mod token_key;

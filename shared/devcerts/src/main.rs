@@ -5,7 +5,8 @@ use clap::Parser;
 use suite_devcerts::dev_set::{self, DevSetOptions};
 
 /// Creates (or refreshes) a development CA and SPIFFE certificates for every
-/// service of the suite and for an operator running grpcurl. Never for production.
+/// service of the suite and for an operator running grpcurl, and a key that
+/// signs development tokens for the edge gateway. Never for production.
 #[derive(Debug, Parser)]
 #[command(name = "dev-certs", version)]
 struct Cli {
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
             }
             for (name, serial) in &report.issued {
                 eprintln!("dev-certs: issued {dir}/{name}.pem (serial {serial})");
+            }
+            if report.created_token_key {
+                eprintln!("dev-certs: created the token-signing key {dir}/token-signing-key.pem and {dir}/jwks.json");
             }
             if !report.kept.is_empty() {
                 eprintln!("dev-certs: still valid, kept: {}", report.kept.join(", "));

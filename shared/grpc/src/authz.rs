@@ -22,6 +22,14 @@
 //!
 //! Every method and service a rule names must exist on this server, so a typo
 //! stops the start-up instead of silently denying.
+//!
+//! The edge gateway calls on behalf of end users and says who they are in
+//! metadata (see [`crate::end_user`]). That metadata is believed only from the
+//! callers listed as gateways; from anyone else it is ignored:
+//!
+//! ```toml
+//! end_user_gateways = ["spiffe://suite.local/ns/prod/sa/edge-gateway"]
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -39,11 +47,15 @@ pub enum PolicyError {
     Syntax(#[from] toml::de::Error),
     #[error("authorization policy rule {rule}: {detail}")]
     Rule { rule: usize, detail: String },
+    #[error("authorization policy end_user_gateways entry {gateway:?}: {detail}")]
+    Gateway { gateway: String, detail: String },
 }
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
+    #[serde(default)]
+    end_user_gateways: Vec<String>,
     #[serde(default)]
     allow: Vec<RuleFile>,
 }
@@ -105,6 +117,7 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizationPolicy {
     rules: Vec<Rule>,
+    end_user_gateways: HashSet<SpiffeId>,
 }
 
 impl AuthorizationPolicy {
@@ -142,7 +155,23 @@ impl AuthorizationPolicy {
                 Ok(Rule { callers, methods })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { rules })
+        let end_user_gateways = file
+            .end_user_gateways
+            .iter()
+            .map(|gateway| {
+                gateway.parse::<SpiffeId>().map_err(|error| PolicyError::Gateway {
+                    gateway: gateway.clone(),
+                    detail: error.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { rules, end_user_gateways })
+    }
+
+    /// Also believe the end-user metadata `gateway` sends.
+    pub fn trust_end_users_from(mut self, gateway: SpiffeId) -> Self {
+        self.end_user_gateways.insert(gateway);
+        self
     }
 
     /// A policy allowing `callers` every method matching `methods` (selectors as in the file).
@@ -193,7 +222,10 @@ impl AuthorizationPolicy {
                 (path.clone(), callers)
             })
             .collect();
-        Ok(CompiledPolicy { allowed })
+        Ok(CompiledPolicy {
+            allowed,
+            end_user_gateways: self.end_user_gateways.clone(),
+        })
     }
 }
 
@@ -201,6 +233,7 @@ impl AuthorizationPolicy {
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     allowed: HashMap<String, HashSet<SpiffeId>>,
+    end_user_gateways: HashSet<SpiffeId>,
 }
 
 impl CompiledPolicy {
@@ -210,6 +243,11 @@ impl CompiledPolicy {
             return true;
         }
         self.allowed.get(path).is_some_and(|callers| callers.contains(caller))
+    }
+
+    /// Whether `caller` may say which end user a request is for.
+    pub fn vouches_for_end_users(&self, caller: &SpiffeId) -> bool {
+        self.end_user_gateways.contains(caller)
     }
 }
 

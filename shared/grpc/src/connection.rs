@@ -168,7 +168,7 @@ async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<
                     stream: Transport::Tls(Box::new(stream)),
                     info: PeerInfo {
                         remote_addr,
-                        identity: Some(Arc::new(identity)),
+                        identity: identity.map(Arc::new),
                     },
                 };
                 let _ = sender.send(Ok(connection)).await;

@@ -21,13 +21,19 @@ pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
     })
 }
 
+/// Configuration that parsed but cannot work (a routes file naming one
+/// service twice, say); the process exits 64 as for a bad flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Logs a failure and picks the exit status: 64 for unusable configuration, 1 otherwise.
 pub fn exit_code(service: &str, outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "{service} failed");
-            if matches!(error.downcast_ref(), Some(SecurityError::Config(_))) {
+            if matches!(error.downcast_ref(), Some(SecurityError::Config(_))) || error.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE

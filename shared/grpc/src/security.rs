@@ -22,6 +22,9 @@ pub struct SecurityArgs {
 #[derive(Debug)]
 pub enum Transport {
     Mtls { tls: ServerTls, policy: AuthorizationPolicy },
+    /// TLS without client certificates: a public listener whose callers
+    /// authenticate at the application layer (the edge gateway's bearer tokens).
+    ServerOnlyTls { tls: ServerTls },
     InsecurePlaintext,
 }
 

@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 
 use crate::authz::PolicyError;
 use crate::config::ServerConfig;
@@ -48,6 +49,12 @@ const REFLECTION_PATHS: [&str; 2] = [
 ];
 
 type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// A server's routes (its services, health, reflection) as one boxed service,
+/// for a server that puts its own handling in front of them (see [`GrpcServer::wrap_routes`]).
+pub type RouteService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
+
+type RouteWrapper = Arc<dyn Fn(RouteService) -> RouteService + Send + Sync>;
 
 /// The listeners a server runs on, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -90,6 +97,7 @@ pub struct GrpcServer {
     health_reporter: HealthReporter,
     health_service: HealthServer<HealthService>,
     readiness: Option<ReadinessCheck>,
+    route_wrapper: Option<RouteWrapper>,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -115,6 +123,7 @@ impl GrpcServer {
             health_reporter,
             health_service,
             readiness: None,
+            route_wrapper: None,
         }
     }
 
@@ -156,13 +165,28 @@ impl GrpcServer {
         self
     }
 
+    /// Puts `wrapper`'s service between the harness's layers (metrics, authorization,
+    /// load shedding) and the routes: the edge gateway authenticates, rate limits
+    /// and proxies there, and hands health and reflection to the routes it is given.
+    pub fn wrap_routes<F>(mut self, wrapper: F) -> Self
+    where
+        F: Fn(RouteService) -> RouteService + Send + Sync + 'static,
+    {
+        self.route_wrapper = Some(Arc::new(wrapper));
+        self
+    }
+
     /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn serve(mut self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let known_paths = self.known_paths();
         let (tls, authorization) = match std::mem::replace(&mut self.transport, Transport::InsecurePlaintext) {
             Transport::Mtls { tls, policy } => {
-                tls.credentials().metrics().register(&mut self.registry);
+                tls.metrics().register(&mut self.registry);
                 (Some(tls), AuthorizationLayer::enforce(policy.compile(&known_paths)?))
+            }
+            Transport::ServerOnlyTls { tls } => {
+                tls.metrics().register(&mut self.registry);
+                (Some(tls), AuthorizationLayer::disabled())
             }
             Transport::InsecurePlaintext => {
                 tracing::warn!(
@@ -173,7 +197,7 @@ impl GrpcServer {
             }
         };
         let transport = match &tls {
-            Some(tls) => format!("mtls as {}", tls.credentials().identity()),
+            Some(tls) => tls.describe(),
             None => "INSECURE plaintext".to_owned(),
         };
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
@@ -207,7 +231,10 @@ impl GrpcServer {
                 ServiceBuilder::new()
                     .layer(RpcMetricsLayer::new(metrics))
                     .layer(authorization)
-                    .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests)),
+                    .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests))
+                    .option_layer(self.route_wrapper.take().map(|wrapper| {
+                        tower::layer::layer_fn(move |routes: Routes| wrapper(RouteService::new(routes)))
+                    })),
             )
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming(listeners.grpc, tls), async {

@@ -47,9 +47,7 @@ impl MtlsConnector {
                 credentials: credentials.clone(),
                 expected: expected.clone(),
             }))
-            .with_client_cert_resolver(Arc::new(CurrentCertificate {
-                credentials: credentials.clone(),
-            }));
+            .with_client_cert_resolver(Arc::new(CurrentCertificate::Identity(credentials.clone())));
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         config.resumption = Resumption::disabled();
         Ok(Self {

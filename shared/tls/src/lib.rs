@@ -6,13 +6,17 @@
 //! - [`ServerTls`]: terminates TLS (client certificate required) and yields the
 //!   caller's verified [`PeerIdentity`].
 //! - [`MtlsConnector`]: the client side, accepting only an expected server identity.
+//! - [`ListenerCredentials`]: a public listener's certificate (DNS names, no
+//!   client certificates), for [`ServerTls::server_only`].
 
 mod client;
 mod config;
 mod credentials;
 mod identity;
+mod listener;
 mod material;
 mod metrics;
+mod reloading;
 mod server;
 mod verify;
 
@@ -22,10 +26,12 @@ use rustls::{CipherSuite, SupportedProtocolVersion};
 
 pub use client::MtlsConnector;
 pub use config::{TlsArgs, TlsConfigError, TlsOptions, TransportMode};
-pub use credentials::{Credentials, ReloadOutcome};
+pub use credentials::Credentials;
 pub use identity::{CertificateSummary, IdentityError, SpiffeId};
+pub use listener::{ListenerCredentials, ListenerPaths};
 pub use material::{CredentialPaths, Material, MaterialError};
 pub use metrics::{HandshakeOutcome, TlsMetrics};
+pub use reloading::{AppliedCertificate, ReloadOutcome};
 pub use server::{HandshakeError, PeerIdentity, ServerTls};
 pub use verify::PeerIdentityError;
 

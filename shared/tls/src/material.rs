@@ -15,6 +15,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::identity::{CertificateSummary, IdentityError, SpiffeId};
+use crate::reloading::{AppliedCertificate, Loadable};
 
 /// Where a service's TLS material lives on disk (a mounted Kubernetes secret, say).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub enum MaterialError {
     Identity(#[from] IdentityError),
     #[error("own certificate does not verify against the CA bundle (expired, not yet valid, or another CA): {0}")]
     Untrusted(String),
+    #[error("certificate is not valid now (expired or not yet valid): {0}")]
+    OutsideValidity(String),
 }
 
 /// Validated material, shared by every handshake until the next rotation.
@@ -84,23 +87,10 @@ impl Material {
     /// Parses and checks the files: certificate and key belong together, the
     /// certificate names one SPIFFE identity and verifies against the bundle now.
     pub(crate) fn from_pem(files: &PemFiles, provider: &Arc<CryptoProvider>) -> Result<Self, MaterialError> {
-        let chain = CertificateDer::pem_slice_iter(&files.cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| MaterialError::Certificate(describe(&error)))?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| MaterialError::Certificate("no CERTIFICATE block".into()))?;
+        let certified_key = certified_key(&files.cert, &files.key, provider)?;
+        let chain = certified_key.cert.clone();
+        let leaf = &chain[0];
         let summary = CertificateSummary::of(leaf)?;
-
-        let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|error| MaterialError::Key(describe(&error)))?;
-        let signing_key = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|error| MaterialError::Key(error.to_string()))?;
-        let certified_key = CertifiedKey::new(chain.clone(), signing_key);
-        certified_key
-            .keys_match()
-            .map_err(|error| MaterialError::KeyMismatch(error.to_string()))?;
 
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(&files.ca) {
@@ -141,6 +131,51 @@ impl Material {
     pub fn summary(&self) -> &CertificateSummary {
         &self.summary
     }
+}
+
+impl Loadable for Material {
+    type Paths = CredentialPaths;
+    type Files = PemFiles;
+
+    fn read(paths: &CredentialPaths) -> Result<PemFiles, MaterialError> {
+        PemFiles::read(paths)
+    }
+
+    fn parse(files: &PemFiles, provider: &Arc<CryptoProvider>) -> Result<Self, MaterialError> {
+        Self::from_pem(files, provider)
+    }
+
+    fn certified_key(&self) -> &Arc<CertifiedKey> {
+        &self.certified_key
+    }
+
+    fn applied(&self) -> AppliedCertificate {
+        AppliedCertificate {
+            subject: self.summary.identity.to_string(),
+            serial: self.summary.serial.clone(),
+            not_after: self.summary.not_after,
+        }
+    }
+}
+
+/// Reads a certificate chain and its private key from PEM, checking that they belong together.
+pub(crate) fn certified_key(cert: &[u8], key: &[u8], provider: &CryptoProvider) -> Result<CertifiedKey, MaterialError> {
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| MaterialError::Certificate(describe(&error)))?;
+    if chain.is_empty() {
+        return Err(MaterialError::Certificate("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|error| MaterialError::Key(describe(&error)))?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| MaterialError::Key(error.to_string()))?;
+    let certified_key = CertifiedKey::new(chain, signing_key);
+    certified_key
+        .keys_match()
+        .map_err(|error| MaterialError::KeyMismatch(error.to_string()))?;
+    Ok(certified_key)
 }
 
 /// PEM errors in words an operator can act on (the library prints raw bytes).

@@ -1,5 +1,6 @@
-//! Server side: the rustls configuration (client certificate required, ALPN
-//! h2, no session resumption) and a bounded handshake for each accepted socket.
+//! Server side: the rustls configuration (ALPN h2, no session resumption;
+//! client certificate required between services, not asked for on a public
+//! listener) and a bounded handshake for each accepted socket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use tokio_rustls::server::TlsStream;
 use crate::config::TlsOptions;
 use crate::credentials::Credentials;
 use crate::identity::{CertificateSummary, SpiffeId};
-use crate::metrics::HandshakeOutcome;
+use crate::listener::ListenerCredentials;
+use crate::metrics::{HandshakeOutcome, TlsMetrics};
 use crate::verify::{ClientIdentityVerifier, CurrentCertificate};
 use crate::{ALPN_H2, protocol_versions};
 
@@ -30,19 +32,28 @@ pub struct PeerIdentity {
     pub server: SpiffeId,
 }
 
-/// Terminates mutual TLS for a server, with the current (reloading) material.
+/// Terminates TLS for a server, with the current (reloading) material.
 #[derive(Clone)]
 pub struct ServerTls {
     acceptor: TlsAcceptor,
-    credentials: Credentials,
+    certificate: Presented,
     handshake_timeout: Duration,
     failure_log: Arc<RateLimitedLog>,
+}
+
+/// What the server presents, which also decides whether clients must present a certificate.
+#[derive(Debug, Clone)]
+enum Presented {
+    /// The service's SPIFFE identity; mutual TLS.
+    Identity(Credentials),
+    /// A public listener's certificate; clients stay anonymous at the TLS layer.
+    Listener(ListenerCredentials),
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("credentials", &self.credentials)
+            .field("certificate", &self.certificate)
             .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
@@ -58,15 +69,28 @@ pub enum HandshakeError {
 }
 
 impl ServerTls {
+    /// Mutual TLS: clients must present a certificate naming a SPIFFE identity in our trust domain.
     pub fn new(credentials: Credentials, options: TlsOptions) -> Result<Self, rustls::Error> {
-        let mut config = ServerConfig::builder_with_provider(credentials.provider().clone())
+        let config = ServerConfig::builder_with_provider(credentials.provider().clone())
             .with_protocol_versions(protocol_versions(options.allow_tls12))?
             .with_client_cert_verifier(Arc::new(ClientIdentityVerifier {
                 credentials: credentials.clone(),
             }))
-            .with_cert_resolver(Arc::new(CurrentCertificate {
-                credentials: credentials.clone(),
-            }));
+            .with_cert_resolver(Arc::new(CurrentCertificate::Identity(credentials.clone())));
+        Ok(Self::with_config(config, Presented::Identity(credentials), options))
+    }
+
+    /// TLS for clients outside the suite: no client certificate is asked for;
+    /// they authenticate at the application layer (a bearer token, say).
+    pub fn server_only(credentials: ListenerCredentials, options: TlsOptions) -> Result<Self, rustls::Error> {
+        let config = ServerConfig::builder_with_provider(credentials.provider().clone())
+            .with_protocol_versions(protocol_versions(options.allow_tls12))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(CurrentCertificate::Listener(credentials.clone())));
+        Ok(Self::with_config(config, Presented::Listener(credentials), options))
+    }
+
+    fn with_config(mut config: ServerConfig, certificate: Presented, options: TlsOptions) -> Self {
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         // Our suite order, whatever a client (grpcurl) prefers.
         config.ignore_client_order = true;
@@ -74,22 +98,52 @@ impl ServerTls {
         // current CA bundle, and no ticket key exists to leak or persist.
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
-        Ok(Self {
+        Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            credentials,
+            certificate,
             handshake_timeout: options.handshake_timeout,
             failure_log: Arc::new(RateLimitedLog::new(Duration::from_secs(10))),
-        })
+        }
     }
 
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// The service's identity credentials, when clients must present certificates.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match &self.certificate {
+            Presented::Identity(credentials) => Some(credentials),
+            Presented::Listener(_) => None,
+        }
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn is_mutual(&self) -> bool {
+        matches!(self.certificate, Presented::Identity(_))
+    }
+
+    /// Handshake, reload and expiry metrics of this server's certificate.
+    pub fn metrics(&self) -> &TlsMetrics {
+        match &self.certificate {
+            Presented::Identity(credentials) => credentials.metrics(),
+            Presented::Listener(credentials) => credentials.metrics(),
+        }
+    }
+
+    /// What this server presents, for the start-up log line.
+    pub fn describe(&self) -> String {
+        match &self.certificate {
+            Presented::Identity(credentials) => format!("mtls as {}", credentials.identity()),
+            Presented::Listener(credentials) => format!("tls as {} (no client certificates)", credentials.current().subject),
+        }
     }
 
     /// Runs the handshake on an accepted socket; a peer that is silent or
     /// slow past the handshake timeout is dropped so it cannot hold a slot.
-    pub async fn handshake(&self, tcp: TcpStream, remote: SocketAddr) -> Result<(TlsStream<TcpStream>, PeerIdentity), HandshakeError> {
-        let metrics = self.credentials.metrics();
+    /// With mutual TLS the caller's verified identity comes back too.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<(TlsStream<TcpStream>, Option<PeerIdentity>), HandshakeError> {
+        let metrics = self.metrics();
         let result = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
             Err(_) => Err(HandshakeError::TimedOut(self.handshake_timeout)),
             Ok(Err(error)) => Err(HandshakeError::Failed(error)),
@@ -108,6 +162,10 @@ impl ServerTls {
                 return Err(error);
             }
         };
+        let Presented::Identity(credentials) = &self.certificate else {
+            metrics.handshake(HandshakeOutcome::Accepted);
+            return Ok((stream, None));
+        };
         let (_, connection) = stream.get_ref();
         let leaf = connection.peer_certificates().and_then(|chain| chain.first());
         // The verifier has already required a certificate with a valid identity.
@@ -121,8 +179,8 @@ impl ServerTls {
         let peer = PeerIdentity {
             caller: summary.identity,
             caller_serial: summary.serial,
-            server: self.credentials.identity(),
+            server: credentials.identity(),
         };
-        Ok((stream, peer))
+        Ok((stream, Some(peer)))
     }
 }

@@ -19,6 +19,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::credentials::Credentials;
+use crate::listener::ListenerCredentials;
 use crate::identity::{CertificateSummary, IdentityError, SpiffeId};
 
 /// Why a peer's otherwise valid certificate was refused on identity grounds.
@@ -171,8 +172,20 @@ impl ServerCertVerifier for ServerIdentityVerifier {
 }
 
 /// Presents the current certificate, on either side of a handshake.
-pub(crate) struct CurrentCertificate {
-    pub credentials: Credentials,
+pub(crate) enum CurrentCertificate {
+    /// The service's own identity (mutual TLS, both directions).
+    Identity(Credentials),
+    /// A public listener's certificate.
+    Listener(ListenerCredentials),
+}
+
+impl CurrentCertificate {
+    fn certified_key(&self) -> Arc<CertifiedKey> {
+        match self {
+            Self::Identity(credentials) => credentials.certified_key(),
+            Self::Listener(credentials) => credentials.certified_key(),
+        }
+    }
 }
 
 impl fmt::Debug for CurrentCertificate {
@@ -183,13 +196,13 @@ impl fmt::Debug for CurrentCertificate {
 
 impl ResolvesServerCert for CurrentCertificate {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.credentials.current().certified_key.clone())
+        Some(self.certified_key())
     }
 }
 
 impl ResolvesClientCert for CurrentCertificate {
     fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.credentials.current().certified_key.clone())
+        Some(self.certified_key())
     }
 
     fn has_certs(&self) -> bool {

@@ -17,7 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -229,6 +229,28 @@ impl Dependency {
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        let admitted = self.admit().map_err(AttemptError::Rejected)?;
+        let name = self.inner.name;
+        let timeout = context.timeout;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, attempt(context)).await {
+            // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
+            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => {
+                Err(deadline_exceeded(name, timeout))
+            }
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(name, timeout)),
+        };
+        admitted.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        result.map_err(AttemptError::Failed)
+    }
+
+    /// Admits one call through the breaker and the bulkhead without running
+    /// it, for callers that drive the call themselves: the gateway's proxy
+    /// streams bodies it cannot replay, so it never retries. Report the call's
+    /// gRPC status with [`AdmittedCall::finish`]; dropping the permit without
+    /// it (the caller went away) counts as neither success nor failure.
+    pub fn admit(&self) -> Result<AdmittedCall, Status> {
         let inner = &*self.inner;
         let admission = match inner.breaker.admit(Instant::now()) {
             Ok((admission, transition)) => {
@@ -237,40 +259,27 @@ impl Dependency {
             }
             Err(_) => {
                 self.count_rejection("circuit_open");
-                return Err(AttemptError::Rejected(Status::unavailable(format!(
-                    "{} is failing; its circuit breaker is open",
-                    inner.name
-                ))));
+                return Err(Status::unavailable(format!("{} is failing; its circuit breaker is open", inner.name)));
             }
         };
-        let mut guard = AdmissionGuard {
-            breaker: &inner.breaker,
+        // Built before the bulkhead check so a refusal there frees a half-open probe slot.
+        let mut admitted = AdmittedCall {
+            dependency: self.clone(),
             admission: Some(admission),
+            _slot: None,
         };
-        let Ok(_slot) = inner.bulkhead.clone().try_acquire_owned() else {
+        let Ok(slot) = inner.bulkhead.clone().try_acquire_owned() else {
             self.count_rejection("bulkhead_full");
-            return Err(AttemptError::Rejected(Status::resource_exhausted(format!(
-                "too many calls to {} in flight",
-                inner.name
-            ))));
+            return Err(Status::resource_exhausted(format!("too many calls to {} in flight", inner.name)));
         };
+        admitted._slot = Some(slot);
         inner.metrics.attempts.get_or_create(&self.labels()).inc();
-        let timeout = context.timeout;
-        let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, attempt(context)).await {
-            // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
-            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => {
-                Err(deadline_exceeded(inner.name, timeout))
-            }
-            Ok(result) => result,
-            Err(_) => Err(deadline_exceeded(inner.name, timeout)),
-        };
-        let failure = result.as_ref().err().is_some_and(|status| counts_against_dependency(status.code()));
-        if let Some(admission) = guard.admission.take() {
-            let transition = inner.breaker.record(admission, failure, Instant::now());
-            self.announce(transition);
-        }
-        result.map_err(AttemptError::Failed)
+        Ok(admitted)
+    }
+
+    /// The channel every call to this dependency shares (one multiplexed connection).
+    pub fn channel(&self) -> &Channel {
+        &self.inner.channel
     }
 
     /// Exponential backoff with full jitter, capped.
@@ -328,16 +337,34 @@ fn counts_against_dependency(code: Code) -> bool {
     )
 }
 
-/// Releases a half-open probe slot if the attempt's future is dropped mid-call.
-struct AdmissionGuard<'a> {
-    breaker: &'a CircuitBreaker,
+/// One call admitted by [`Dependency::admit`]: holds its bulkhead slot and,
+/// until [`AdmittedCall::finish`], its breaker admission. Dropped unfinished,
+/// it frees a half-open probe slot without counting an outcome.
+#[derive(Debug)]
+pub struct AdmittedCall {
+    dependency: Dependency,
     admission: Option<Admission>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for AdmissionGuard<'_> {
+impl AdmittedCall {
+    /// Records the call's outcome in the breaker and releases the slot.
+    pub fn finish(mut self, code: Code) {
+        if let Some(admission) = self.admission.take() {
+            let dependency = &self.dependency;
+            let transition = dependency
+                .inner
+                .breaker
+                .record(admission, counts_against_dependency(code), Instant::now());
+            dependency.announce(transition);
+        }
+    }
+}
+
+impl Drop for AdmittedCall {
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
-            self.breaker.abandon(admission);
+            self.dependency.inner.breaker.abandon(admission);
         }
     }
 }

@@ -7,37 +7,37 @@ mod deadline;
 mod dependency;
 mod window;
 
-use std::net::SocketAddr;
+use std::fmt::Display;
 
 use suite_tls::MtlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use deadline::Deadline;
-pub use dependency::{Attempt, Dependency, DependencyConfig, Idempotency};
+pub use dependency::{AdmittedCall, Attempt, Dependency, DependencyConfig, Idempotency};
 
-/// Connects over mutual TLS to `addr`, which must present the connector's expected identity.
-pub async fn connect_mtls(addr: SocketAddr, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
+/// Connects over mutual TLS to `addr` (`host:port`), which must present the connector's expected identity.
+pub async fn connect_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
     endpoint(addr)?.connect_with_connector(connector).await
 }
 
 /// A channel over mutual TLS that connects on first use and reconnects after
 /// failures, so a service can start before its dependency does.
-pub fn lazy_mtls(addr: SocketAddr, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
+pub fn lazy_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
     Ok(endpoint(addr)?.connect_with_connector_lazy(connector))
 }
 
 /// Connects in plaintext; only for servers started with `--insecure-plaintext`.
-pub async fn connect_insecure(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect_insecure(addr: impl Display) -> Result<Channel, tonic::transport::Error> {
     endpoint(addr)?.connect().await
 }
 
 /// A lazy plaintext channel; only for servers started with `--insecure-plaintext`.
-pub fn lazy_insecure(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+pub fn lazy_insecure(addr: impl Display) -> Result<Channel, tonic::transport::Error> {
     Ok(endpoint(addr)?.connect_lazy())
 }
 
-fn endpoint(addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
+fn endpoint(addr: impl Display) -> Result<Endpoint, tonic::transport::Error> {
     // The scheme is only a label here: the connector decides whether TLS runs.
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)

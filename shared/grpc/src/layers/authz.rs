@@ -10,6 +10,7 @@ use tower::{Layer, Service};
 
 use crate::authz::CompiledPolicy;
 use crate::connection::PeerInfo;
+use crate::end_user::Principal;
 
 #[derive(Debug, Clone)]
 pub struct AuthorizationLayer {
@@ -60,14 +61,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let Some(policy) = &self.policy else {
             return self.inner.call(request).boxed();
         };
         let path = request.uri().path();
         let identity = request.extensions().get::<PeerInfo>().and_then(|info| info.identity.as_deref());
         let status = match identity {
-            Some(identity) if policy.permits(path, &identity.caller) => return self.inner.call(request).boxed(),
+            Some(identity) if policy.permits(path, &identity.caller) => {
+                if policy.vouches_for_end_users(&identity.caller) {
+                    let principal = Principal::from_gateway_headers(request.headers());
+                    request.extensions_mut().insert(principal);
+                }
+                return self.inner.call(request).boxed();
+            }
             Some(identity) => {
                 tracing::warn!(
                     caller = %identity.caller,

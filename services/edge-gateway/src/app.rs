@@ -1,0 +1,106 @@
+//! Wiring: configuration in, a running gateway out.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use suite_grpc::process::UsageError;
+use suite_grpc::{GrpcServer, Listeners, RouteService, Transport, shutdown_signal};
+use suite_tls::{Credentials, ListenerCredentials, ListenerPaths, MtlsConnector, ServerTls, TransportMode};
+
+use crate::auth::Authenticator;
+use crate::config::{Command, ServeConfig};
+use crate::edge::{Edge, EdgeConfig, PublicMethods};
+use crate::metrics::GatewayMetrics;
+use crate::proxy::Proxy;
+use crate::ratelimit::RateLimiter;
+use crate::routes::{RouteTable, RoutesConfig, RoutesError};
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => {
+            let listeners = Listeners::bind(config.grpc_addr, config.admin_addr)
+                .await
+                .context("cannot bind the gRPC or admin address")?;
+            serve(*config, listeners, shutdown_signal()).await
+        }
+        Command::DevToken(args) => crate::dev_token::print(&args),
+    }
+}
+
+/// Serves on `listeners` until `shutdown` completes, then drains.
+pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
+    let tls_args = &config.security.tls;
+    // The gateway's SPIFFE identity towards the services, and the certificate clients see.
+    let (transport, identity) = match tls_args.mode().map_err(suite_grpc::SecurityError::from)? {
+        TransportMode::InsecurePlaintext => (Transport::InsecurePlaintext, None),
+        TransportMode::Mtls(paths) => {
+            let identity = Credentials::load(paths.clone()).context("cannot load the gateway's identity certificate")?;
+            identity.watch(tls_args.reload_interval());
+            let listener = ListenerCredentials::load(ListenerPaths {
+                cert: config.listener.listener_tls_cert.clone().unwrap_or(paths.cert),
+                key: config.listener.listener_tls_key.clone().unwrap_or(paths.key),
+            })
+            .context("cannot load the listener certificate")?;
+            listener.watch(tls_args.reload_interval());
+            let tls = ServerTls::server_only(listener, tls_args.options())?;
+            (Transport::ServerOnlyTls { tls }, Some(identity))
+        }
+    };
+
+    let mut server = GrpcServer::new(config.server.clone(), transport);
+    let registry = server.metrics_registry();
+    let metrics = GatewayMetrics::register(registry);
+    if let Some(identity) = &identity {
+        identity.metrics().register(registry.sub_registry_with_prefix("upstream"));
+    }
+    let routes_config = match &config.routes {
+        Some(path) => RoutesConfig::from_file(path).map_err(|error| usage(&error))?,
+        None => RoutesConfig::local_defaults(),
+    };
+    let routes = RouteTable::build(&routes_config, registry, |spec| {
+        let channel = match &identity {
+            Some(identity) => {
+                let own = identity.identity();
+                let expected = spec.identity(Some(&own))?.ok_or_else(|| RoutesError::Invalid(spec.name.clone()))?;
+                tracing::info!(upstream = %spec.name, address = %spec.address, %expected, services = ?spec.services, "route");
+                let connector = MtlsConnector::new(identity, expected, tls_args.options())
+                    .map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))?;
+                suite_grpc::client::lazy_mtls(&spec.address, connector)
+            }
+            None => suite_grpc::client::lazy_insecure(&spec.address),
+        };
+        channel.map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))
+    })
+    .map_err(|error| usage(&error))?;
+
+    let public = PublicMethods::parse(&config.auth.public_methods).map_err(|error| usage(&error))?;
+    let authenticator = Authenticator::from_config(&config.auth, metrics.clone())
+        .await
+        .map_err(|error| usage(&error))?;
+    let routed: HashSet<&str> = routes.services().collect();
+    let (descriptors, undescribed) =
+        crate::descriptors::routed(suite_proto::FILE_DESCRIPTOR_SET, &routed).context("the built-in descriptor set is corrupt")?;
+    if !undescribed.is_empty() {
+        tracing::warn!(services = ?undescribed, "routed services without descriptors: reflection at the gateway will not list them");
+    }
+    // Reflection needs the bytes for the life of the process.
+    let descriptors: &'static [u8] = Box::leak(descriptors.into_boxed_slice());
+
+    let edge = Arc::new(EdgeConfig {
+        authenticator,
+        public,
+        limiter: RateLimiter::new(&config.rate_limit),
+        proxy: Proxy::new(config.server.max_message_bytes, metrics.clone()),
+        routes,
+        metrics,
+    });
+    server
+        .with_descriptor_set(descriptors)
+        .wrap_routes(move |local| RouteService::new(Edge::new(edge.clone(), local)))
+        .serve(listeners, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Forwards a gRPC call to its upstream without decoding it: request and
+//! response bodies stream through frame by frame (unary and streaming alike),
+//! headers, status and trailers pass unchanged. On the way it shrinks
+//! `grpc-timeout` by the time already spent, refuses request messages over the
+//! size limit (read from each message's 5-byte gRPC prefix as it passes), and
+//! reports each call's final status to the upstream's circuit breaker.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use suite_grpc::client::AdmittedCall;
+use tonic::Code;
+use tonic::body::Body;
+use tower::ServiceExt as _;
+
+use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
+use crate::routes::Upstream;
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+const GRPC_STATUS: &str = "grpc-status";
+
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    max_message_bytes: u64,
+    metrics: GatewayMetrics,
+}
+
+impl Proxy {
+    pub fn new(max_message_bytes: usize, metrics: GatewayMetrics) -> Self {
+        Self {
+            max_message_bytes: max_message_bytes as u64,
+            metrics,
+        }
+    }
+
+    /// Sends `request` (received at `received_at`) to `upstream` and returns its streaming response.
+    pub async fn forward(
+        &self,
+        upstream: &Upstream,
+        request: http::Request<Body>,
+        received_at: Instant,
+    ) -> Result<http::Response<Body>, GatewayError> {
+        let (mut parts, body) = request.into_parts();
+        if let Some(timeout) = parts.headers.get(GRPC_TIMEOUT).and_then(parse_grpc_timeout) {
+            let remaining = timeout.saturating_sub(received_at.elapsed());
+            if remaining.is_zero() {
+                return Err(GatewayError::DeadlineExceeded);
+            }
+            parts.headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
+        }
+        let admitted = upstream.dependency.admit().map_err(|status| {
+            let kind = if status.code() == Code::Unavailable { "circuit_open" } else { "bulkhead_full" };
+            self.metrics.upstream_error(upstream.name, kind);
+            GatewayError::UpstreamRefused {
+                upstream: upstream.name,
+                status,
+            }
+        })?;
+        let oversized = Arc::new(AtomicU64::new(0));
+        let body = Body::new(MessageLimit {
+            inner: body,
+            limit: self.max_message_bytes,
+            scanner: FrameScanner::default(),
+            oversized: oversized.clone(),
+        });
+        let request = http::Request::from_parts(parts, body);
+        let outcome = upstream.dependency.channel().clone().oneshot(request).await;
+        let too_large = |size: u64| {
+            self.metrics.upstream_error(upstream.name, "too_large");
+            GatewayError::MessageTooLarge {
+                size,
+                limit: self.max_message_bytes,
+            }
+        };
+        match outcome {
+            Err(error) => {
+                let size = oversized.load(Ordering::Relaxed);
+                if size > 0 {
+                    // We cut the request off; the upstream is not to blame.
+                    drop(admitted);
+                    return Err(too_large(size));
+                }
+                admitted.finish(Code::Unavailable);
+                self.metrics.upstream_error(upstream.name, "unavailable");
+                tracing::warn!(upstream = upstream.name, error = %error_chain(&error), "upstream call failed");
+                Err(GatewayError::UpstreamUnavailable {
+                    upstream: upstream.name,
+                    detail: error.to_string(),
+                })
+            }
+            Ok(response) => {
+                let size = oversized.load(Ordering::Relaxed);
+                if size > 0 {
+                    drop(admitted);
+                    return Err(too_large(size));
+                }
+                // A trailers-only response (most errors) carries its status in the headers.
+                if let Some(code) = grpc_status(response.headers()) {
+                    admitted.finish(code);
+                    return Ok(response);
+                }
+                let (parts, body) = response.into_parts();
+                let body = Body::new(ReportOutcome {
+                    inner: body,
+                    admitted: Some(admitted),
+                });
+                Ok(http::Response::from_parts(parts, body))
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get(GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(Code::from_i32(value))
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// The finest unit that fits in 8 digits.
+fn encode_grpc_timeout(timeout: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let micros = timeout.as_micros().max(1);
+    let text = if micros <= MAX {
+        format!("{micros}u")
+    } else if timeout.as_millis() <= MAX {
+        format!("{}m", timeout.as_millis())
+    } else {
+        format!("{}S", u128::from(timeout.as_secs()).min(MAX))
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("99999999S"))
+}
+
+/// Follows the gRPC message framing (1 byte flags, 4 bytes big-endian length,
+/// payload) across arbitrary chunk boundaries.
+#[derive(Debug, Default)]
+struct FrameScanner {
+    prefix: [u8; 5],
+    prefix_filled: usize,
+    payload_left: u64,
+}
+
+impl FrameScanner {
+    /// Err(length) as soon as a message announces more than `limit` bytes.
+    fn scan(&mut self, mut data: &[u8], limit: u64) -> Result<(), u64> {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(data.len() as u64);
+                data = &data[skip as usize..];
+                self.payload_left -= skip;
+                continue;
+            }
+            let take = (5 - self.prefix_filled).min(data.len());
+            self.prefix[self.prefix_filled..self.prefix_filled + take].copy_from_slice(&data[..take]);
+            self.prefix_filled += take;
+            data = &data[take..];
+            if self.prefix_filled == 5 {
+                let length = u64::from(u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]));
+                if length > limit {
+                    return Err(length);
+                }
+                self.payload_left = length;
+                self.prefix_filled = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request body on its way upstream, cut off at the first oversized message.
+struct MessageLimit {
+    inner: Body,
+    limit: u64,
+    scanner: FrameScanner,
+    oversized: Arc<AtomicU64>,
+}
+
+impl http_body::Body for MessageLimit {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && let Err(size) = this.scanner.scan(data.chunk(), this.limit)
+        {
+            this.oversized.store(size, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(tonic::Status::resource_exhausted("request message too large"))));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body on its way to the client; its trailers' `grpc-status`
+/// is the call's outcome for the upstream's circuit breaker. Dropped before
+/// the end (the client went away), it reports nothing.
+struct ReportOutcome {
+    inner: Body,
+    admitted: Option<AdmittedCall>,
+}
+
+impl ReportOutcome {
+    fn finish(&mut self, code: Code) {
+        if let Some(admitted) = self.admitted.take() {
+            admitted.finish(code);
+        }
+    }
+}
+
+impl http_body::Body for ReportOutcome {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            // A stream that ends without trailers is a broken gRPC response.
+            Poll::Ready(None) => this.finish(Code::Unknown),
+            Poll::Ready(Some(Err(_))) => this.finish(Code::Unavailable),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn message(length: u32) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend(std::iter::repeat_n(7, length as usize));
+        bytes
+    }
+
+    #[test]
+    fn scans_messages_across_chunk_boundaries() {
+        let mut stream = message(10);
+        stream.extend(message(3));
+        stream.extend(message(100));
+        let mut scanner = FrameScanner::default();
+        // Small and odd chunks, splitting prefixes and payloads.
+        let mut result = Ok(());
+        for chunk in stream.chunks(3) {
+            result = scanner.scan(chunk, 50);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(100));
+
+        let mut scanner = FrameScanner::default();
+        let mut stream = message(50);
+        stream.extend(message(0));
+        for chunk in stream.chunks(7) {
+            assert_eq!(scanner.scan(chunk, 50), Ok(()));
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_round_trip() {
+        for (text, duration) in [
+            ("100m", Duration::from_millis(100)),
+            ("2S", Duration::from_secs(2)),
+            ("1H", Duration::from_secs(3600)),
+            ("5u", Duration::from_micros(5)),
+        ] {
+            assert_eq!(parse_grpc_timeout(&HeaderValue::from_static(text)), Some(duration));
+        }
+        for bad in ["", "m", "123456789m", "10x", "-1S"] {
+            assert_eq!(parse_grpc_timeout(&HeaderValue::from_static(bad)), None, "{bad}");
+        }
+        for duration in [Duration::from_micros(1), Duration::from_millis(1500), Duration::from_secs(200), Duration::from_secs(1 << 40)] {
+            let encoded = encode_grpc_timeout(duration);
+            let parsed = parse_grpc_timeout(&encoded).unwrap();
+            assert!(parsed <= duration && duration - parsed < Duration::from_secs(1) || duration.as_secs() > 99_999_999, "{encoded:?}");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Which upstream serves which gRPC service, and how the gateway calls it.
+//!
+//! The routes file (`GATEWAY_ROUTES`) lists upstreams:
+//!
+//! ```toml
+//! [[upstreams]]
+//! name = "user-service"               # labels metrics and logs
+//! address = "user-service.suite.svc:50051"
+//! services = ["suite.user.v1.UserService"]
+//! # identity = "spiffe://suite.local/ns/prod/sa/user-service"
+//! #   default: the gateway's trust domain and namespace, service account = name
+//! # max_concurrent_calls = 1024       # bulkhead
+//! # breaker_failure_ratio = 0.5, breaker_min_requests = 20,
+//! # breaker_window_ms = 10000, breaker_open_ms = 5000, breaker_half_open_probes = 3
+//! ```
+//!
+//! Each upstream is one long-lived multiplexed HTTP/2 connection over mutual
+//! TLS with the gateway's identity, behind the suite's client stack (breaker
+//! and bulkhead; the proxy never retries, since it streams bodies it cannot replay).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use suite_grpc::client::{BreakerConfig, Dependency, DependencyConfig};
+use suite_tls::SpiffeId;
+
+/// Calls in flight to one upstream before the bulkhead refuses: the gateway
+/// carries every client's traffic, so far more than one service calling another.
+const DEFAULT_MAX_CONCURRENT_CALLS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error("cannot read routes file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("routes file is not valid TOML of the expected shape: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("routes file: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    upstreams: Vec<UpstreamSpec>,
+}
+
+/// One upstream as configured.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub name: String,
+    /// `host:port`; a DNS name is resolved at each (re)connection.
+    pub address: String,
+    pub services: Vec<String>,
+    pub identity: Option<String>,
+    pub max_concurrent_calls: Option<usize>,
+    pub breaker_failure_ratio: Option<f64>,
+    pub breaker_min_requests: Option<u64>,
+    pub breaker_window_ms: Option<u64>,
+    pub breaker_open_ms: Option<u64>,
+    pub breaker_half_open_probes: Option<u32>,
+}
+
+impl UpstreamSpec {
+    fn new(name: &str, address: &str, service: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            services: vec![service.to_owned()],
+            identity: None,
+            max_concurrent_calls: None,
+            breaker_failure_ratio: None,
+            breaker_min_requests: None,
+            breaker_window_ms: None,
+            breaker_open_ms: None,
+            breaker_half_open_probes: None,
+        }
+    }
+
+    /// The identity the upstream must present: as configured, or the gateway's
+    /// own trust domain and namespace with the upstream's name as service account.
+    pub fn identity(&self, own: Option<&SpiffeId>) -> Result<Option<SpiffeId>, RoutesError> {
+        let invalid = |error: suite_tls::IdentityError| RoutesError::Invalid(format!("upstream {}: identity: {error}", self.name));
+        match (&self.identity, own) {
+            (Some(identity), _) => identity.parse().map(Some).map_err(invalid),
+            (None, Some(own)) => SpiffeId::new(own.trust_domain(), own.namespace(), &self.name)
+                .map(Some)
+                .map_err(invalid),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The client stack's settings: the suite's defaults, a larger bulkhead, and what the file overrides.
+    pub fn dependency_config(&self) -> DependencyConfig {
+        let defaults = DependencyConfig::default();
+        let ms = Duration::from_millis;
+        DependencyConfig {
+            // Never used: the proxy does not retry.
+            max_attempts: 1,
+            max_concurrent_calls: self.max_concurrent_calls.unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS).max(1),
+            breaker: BreakerConfig {
+                window: self.breaker_window_ms.map_or(defaults.breaker.window, ms),
+                min_requests: self.breaker_min_requests.unwrap_or(defaults.breaker.min_requests),
+                failure_ratio: self.breaker_failure_ratio.unwrap_or(defaults.breaker.failure_ratio),
+                open_for: self.breaker_open_ms.map_or(defaults.breaker.open_for, ms),
+                half_open_probes: self.breaker_half_open_probes.unwrap_or(defaults.breaker.half_open_probes).max(1),
+            },
+            ..defaults
+        }
+    }
+}
+
+/// The parsed routes file: upstreams and the services each serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutesConfig {
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+impl RoutesConfig {
+    /// The suite on one machine: what `just up` starts.
+    pub fn local_defaults() -> Self {
+        Self {
+            upstreams: vec![
+                UpstreamSpec::new("user-service", "127.0.0.1:50051", "suite.user.v1.UserService"),
+                UpstreamSpec::new("order-service", "127.0.0.1:50052", "suite.order.v1.OrderService"),
+            ],
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, RoutesError> {
+        let text = std::fs::read_to_string(path).map_err(|error| RoutesError::Read(path.display().to_string(), error))?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, RoutesError> {
+        let file: RoutesFile = toml::from_str(text)?;
+        let config = Self { upstreams: file.upstreams };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), RoutesError> {
+        let invalid = |detail: String| Err(RoutesError::Invalid(detail));
+        if self.upstreams.is_empty() {
+            return invalid("no upstreams".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut services = std::collections::HashSet::new();
+        for upstream in &self.upstreams {
+            if !names.insert(upstream.name.as_str()) {
+                return invalid(format!("upstream {} is listed twice", upstream.name));
+            }
+            if upstream.address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+                return invalid(format!("upstream {}: address {:?} must be host:port", upstream.name, upstream.address));
+            }
+            if upstream.services.is_empty() {
+                return invalid(format!("upstream {} serves no services", upstream.name));
+            }
+            for service in &upstream.services {
+                let well_formed = !service.is_empty() && service.contains('.') && !service.contains('/');
+                if !well_formed {
+                    return invalid(format!(
+                        "upstream {}: service {service:?} must be a fully qualified name like suite.user.v1.UserService",
+                        upstream.name
+                    ));
+                }
+                if !services.insert(service.as_str()) {
+                    return invalid(format!("service {service} is routed to two upstreams"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connected upstream: its name and client stack.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: &'static str,
+    pub dependency: Dependency,
+}
+
+/// Service name -> upstream.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    by_service: HashMap<String, Upstream>,
+}
+
+impl RouteTable {
+    /// Builds the table; `connect` makes each upstream's (lazy) channel.
+    pub fn build(
+        config: &RoutesConfig,
+        registry: &mut Registry,
+        mut connect: impl FnMut(&UpstreamSpec) -> Result<tonic::transport::Channel, RoutesError>,
+    ) -> Result<Self, RoutesError> {
+        let mut by_service = HashMap::new();
+        for spec in &config.upstreams {
+            let channel = connect(spec)?;
+            // Metric labels need 'static names; upstreams live as long as the process.
+            let name: &'static str = Box::leak(spec.name.clone().into_boxed_str());
+            let upstream = Upstream {
+                name,
+                dependency: Dependency::new(name, channel, spec.dependency_config(), registry),
+            };
+            for service in &spec.services {
+                by_service.insert(service.clone(), upstream.clone());
+            }
+        }
+        Ok(Self { by_service })
+    }
+
+    /// The upstream serving the service of `path` (`/package.Service/Method`).
+    pub fn upstream_for(&self, service: &str) -> Option<&Upstream> {
+        self.by_service.get(service)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.by_service.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn parses_a_routes_file() {
+        let config = RoutesConfig::from_toml(
+            r#"
+            [[upstreams]]
+            name = "user-service"
+            address = "user-service.suite.svc:50051"
+            services = ["suite.user.v1.UserService"]
+            max_concurrent_calls = 10
+            breaker_open_ms = 100
+            "#,
+        )
+        .unwrap();
+        let upstream = &config.upstreams[0];
+        let dependency = upstream.dependency_config();
+        assert_eq!(dependency.max_concurrent_calls, 10);
+        assert_eq!(dependency.breaker.open_for, Duration::from_millis(100));
+        assert_eq!(dependency.breaker.min_requests, DependencyConfig::default().breaker.min_requests);
+        let own = SpiffeId::new("suite.local", "prod", "edge-gateway").unwrap();
+        assert_eq!(
+            upstream.identity(Some(&own)).unwrap().unwrap().to_string(),
+            "spiffe://suite.local/ns/prod/sa/user-service"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        for bad in [
+            "upstreams = []",
+            r#"[[upstreams]]
+               name = "a"
+               address = "nowhere"
+               services = ["x.Y"]"#,
+            r#"[[upstreams]]
+               name = "a"
+               address = "h:1"
+               services = ["/x.Y/Z"]"#,
+            r#"[[upstreams]]
+               name = "a"
+               address = "h:1"
+               services = ["x.Y"]
+               [[upstreams]]
+               name = "b"
+               address = "h:2"
+               services = ["x.Y"]"#,
+            r#"[[upstreams]]
+               name = "a"
+               address = "h:1"
+               services = ["x.Y"]
+               typo = 1"#,
+        ] {
+            assert!(RoutesConfig::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+}
