@@ -49,7 +49,11 @@ mod tests {
         let services: Vec<String> = set
             .file
             .iter()
-            .flat_map(|file| file.service.iter().map(move |service| format!("{}.{}", file.package(), service.name())))
+            .flat_map(|file| {
+                file.service
+                    .iter()
+                    .map(move |service| format!("{}.{}", file.package(), service.name()))
+            })
             .collect();
         assert_eq!(services, ["suite.user.v1.UserService"]);
         assert_eq!(missing, ["acme.v1.Unknown"]);

@@ -51,7 +51,11 @@ impl PublicMethods {
                 Some((service, method)) if !service.is_empty() && !method.is_empty() && !method.contains('/') => {
                     public.paths.insert(format!("/{entry}"));
                 }
-                _ => return Err(format!("PUBLIC_METHODS entry {entry:?} must be package.Service/Method or package.Service/*")),
+                _ => {
+                    return Err(format!(
+                        "PUBLIC_METHODS entry {entry:?} must be package.Service/Method or package.Service/*"
+                    ));
+                }
             }
         }
         Ok(public)

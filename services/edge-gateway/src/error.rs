@@ -53,9 +53,7 @@ impl From<GatewayError> for Status {
                 status
             }
             GatewayError::UnknownService { path } => Status::unimplemented(format!("no route for {path}")),
-            GatewayError::UpstreamUnavailable { upstream, .. } => {
-                Status::unavailable(format!("{upstream} is unavailable; retry later"))
-            }
+            GatewayError::UpstreamUnavailable { upstream, .. } => Status::unavailable(format!("{upstream} is unavailable; retry later")),
             GatewayError::UpstreamRefused { status, .. } => status,
             GatewayError::MessageTooLarge { size, limit } => {
                 Status::resource_exhausted(format!("request message of {size} bytes exceeds the limit of {limit} bytes"))

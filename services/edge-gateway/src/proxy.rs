@@ -56,7 +56,11 @@ impl Proxy {
             parts.headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
         }
         let admitted = upstream.dependency.admit().map_err(|status| {
-            let kind = if status.code() == Code::Unavailable { "circuit_open" } else { "bulkhead_full" };
+            let kind = if status.code() == Code::Unavailable {
+                "circuit_open"
+            } else {
+                "bulkhead_full"
+            };
             self.metrics.upstream_error(upstream.name, kind);
             GatewayError::UpstreamRefused {
                 upstream: upstream.name,
@@ -332,10 +336,18 @@ mod tests {
         for bad in ["", "m", "123456789m", "10x", "-1S"] {
             assert_eq!(parse_grpc_timeout(&HeaderValue::from_static(bad)), None, "{bad}");
         }
-        for duration in [Duration::from_micros(1), Duration::from_millis(1500), Duration::from_secs(200), Duration::from_secs(1 << 40)] {
+        for duration in [
+            Duration::from_micros(1),
+            Duration::from_millis(1500),
+            Duration::from_secs(200),
+            Duration::from_secs(1 << 40),
+        ] {
             let encoded = encode_grpc_timeout(duration);
             let parsed = parse_grpc_timeout(&encoded).unwrap();
-            assert!(parsed <= duration && duration - parsed < Duration::from_secs(1) || duration.as_secs() > 99_999_999, "{encoded:?}");
+            assert!(
+                parsed <= duration && duration - parsed < Duration::from_secs(1) || duration.as_secs() > 99_999_999,
+                "{encoded:?}"
+            );
         }
     }
 }

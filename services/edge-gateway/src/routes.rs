@@ -152,8 +152,15 @@ impl RoutesConfig {
             if !names.insert(upstream.name.as_str()) {
                 return invalid(format!("upstream {} is listed twice", upstream.name));
             }
-            if upstream.address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
-                return invalid(format!("upstream {}: address {:?} must be host:port", upstream.name, upstream.address));
+            if upstream
+                .address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return invalid(format!(
+                    "upstream {}: address {:?} must be host:port",
+                    upstream.name, upstream.address
+                ));
             }
             if upstream.services.is_empty() {
                 return invalid(format!("upstream {} serves no services", upstream.name));

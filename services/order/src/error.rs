@@ -1,8 +1,8 @@
 //! The order service's errors and their single mapping to gRPC statuses.
 
 use suite_db::{DbFailure, sea_orm::DbErr};
-use suite_grpc::{AccessDenied, FieldViolation};
 use suite_grpc::status;
+use suite_grpc::{AccessDenied, FieldViolation};
 use tonic::{Code, Status};
 use uuid::Uuid;
 

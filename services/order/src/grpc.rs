@@ -139,7 +139,9 @@ impl pb::order_service_server::OrderService for OrderApi {
     async fn confirm_order(&self, request: Request<pb::ConfirmOrderRequest>) -> Result<Response<pb::ConfirmOrderResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
-        let order = self.transition(&principal, &request.id, request.version, Transition::Confirm).await?;
+        let order = self
+            .transition(&principal, &request.id, request.version, Transition::Confirm)
+            .await?;
         Ok(Response::new(pb::ConfirmOrderResponse { order: Some(order) }))
     }
 
@@ -155,7 +157,9 @@ impl pb::order_service_server::OrderService for OrderApi {
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
-        let order = self.transition(&principal, &request.id, request.version, Transition::Cancel).await?;
+        let order = self
+            .transition(&principal, &request.id, request.version, Transition::Cancel)
+            .await?;
         Ok(Response::new(pb::CancelOrderResponse { order: Some(order) }))
     }
 }

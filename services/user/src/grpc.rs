@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prost::Message;
 use suite_cache::{Cache, Cacheable};
-use suite_grpc::{Principal, Violations};
 use suite_grpc::fields::{parse_page_size, parse_uuid, parse_version, timestamp};
+use suite_grpc::{Principal, Violations};
 use suite_proto::suite::user::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;

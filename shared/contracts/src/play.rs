@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use suite_grpc::codec::EncodedBytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -204,42 +203,4 @@ async fn call(channel: Channel, path: &str, request: Vec<u8>) -> Result<Vec<u8>,
     let mut request = tonic::Request::new(request);
     request.set_timeout(CALL_TIMEOUT);
     Ok(client.unary(request, path, EncodedBytes).await?.into_inner())
-}
-
-/// A codec that passes messages through as bytes: the player encodes and decodes them itself.
-#[derive(Debug, Clone, Copy, Default)]
-struct EncodedBytes;
-
-impl Codec for EncodedBytes {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self {
-        *self
-    }
-}
-
-impl Encoder for EncodedBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for EncodedBytes {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
 }

@@ -61,8 +61,8 @@ impl DevTokenKey {
     /// Loads an existing key (for minting tokens); it must have been created by `ensure`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let key_path = dir.join(SIGNING_KEY_FILE);
-        let key_pem = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read {} (run `dev-certs` first)", key_path.display()))?;
+        let key_pem =
+            std::fs::read_to_string(&key_path).with_context(|| format!("cannot read {} (run `dev-certs` first)", key_path.display()))?;
         let key = KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a usable key", key_path.display()))?;
         let (kid, _) = jwks_of(&key)?;
         Ok(Self {

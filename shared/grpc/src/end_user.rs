@@ -130,8 +130,14 @@ mod tests {
 
     #[test]
     fn a_gateway_call_without_subject_is_anonymous() {
-        assert_eq!(Principal::from_gateway_headers(&headers(&[(ROLES_HEADER, "admin")])), Principal::Anonymous);
-        assert_eq!(Principal::from_gateway_headers(&headers(&[(SUBJECT_HEADER, "")])), Principal::Anonymous);
+        assert_eq!(
+            Principal::from_gateway_headers(&headers(&[(ROLES_HEADER, "admin")])),
+            Principal::Anonymous
+        );
+        assert_eq!(
+            Principal::from_gateway_headers(&headers(&[(SUBJECT_HEADER, "")])),
+            Principal::Anonymous
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod client;
+pub mod codec;
 pub mod config;
 mod connection;
 pub mod end_user;

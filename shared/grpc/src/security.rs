@@ -21,10 +21,15 @@ pub struct SecurityArgs {
 /// The gRPC port's security, ready to serve.
 #[derive(Debug)]
 pub enum Transport {
-    Mtls { tls: ServerTls, policy: AuthorizationPolicy },
+    Mtls {
+        tls: ServerTls,
+        policy: AuthorizationPolicy,
+    },
     /// TLS without client certificates: a public listener whose callers
     /// authenticate at the application layer (the edge gateway's bearer tokens).
-    ServerOnlyTls { tls: ServerTls },
+    ServerOnlyTls {
+        tls: ServerTls,
+    },
     InsecurePlaintext,
 }
 

@@ -232,9 +232,11 @@ impl GrpcServer {
                     .layer(RpcMetricsLayer::new(metrics))
                     .layer(authorization)
                     .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests))
-                    .option_layer(self.route_wrapper.take().map(|wrapper| {
-                        tower::layer::layer_fn(move |routes: Routes| wrapper(RouteService::new(routes)))
-                    })),
+                    .option_layer(
+                        self.route_wrapper
+                            .take()
+                            .map(|wrapper| tower::layer::layer_fn(move |routes: Routes| wrapper(RouteService::new(routes)))),
+                    ),
             )
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming(listeners.grpc, tls), async {

@@ -58,7 +58,9 @@ impl Loadable for ListenerMaterial {
 
     fn parse(files: &ListenerFiles, provider: &Arc<CryptoProvider>) -> Result<Self, MaterialError> {
         let certified_key = certified_key(&files.cert, &files.key, provider)?;
-        let leaf = certified_key.end_entity_cert().map_err(|error| MaterialError::Certificate(error.to_string()))?;
+        let leaf = certified_key
+            .end_entity_cert()
+            .map_err(|error| MaterialError::Certificate(error.to_string()))?;
         let (_, certificate) = X509Certificate::from_der(leaf).map_err(|error| MaterialError::Certificate(error.to_string()))?;
         let validity = certificate.validity();
         if !validity.is_valid() {

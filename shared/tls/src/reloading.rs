@@ -57,9 +57,7 @@ pub(crate) struct Reloading<M: Loadable> {
 
 impl<M: Loadable> Clone for Reloading<M> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 

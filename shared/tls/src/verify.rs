@@ -19,8 +19,8 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::credentials::Credentials;
-use crate::listener::ListenerCredentials;
 use crate::identity::{CertificateSummary, IdentityError, SpiffeId};
+use crate::listener::ListenerCredentials;
 
 /// Why a peer's otherwise valid certificate was refused on identity grounds.
 #[derive(thiserror::Error)]

@@ -235,9 +235,7 @@ impl Dependency {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, attempt(context)).await {
             // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
-            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => {
-                Err(deadline_exceeded(name, timeout))
-            }
+            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => Err(deadline_exceeded(name, timeout)),
             Ok(result) => result,
             Err(_) => Err(deadline_exceeded(name, timeout)),
         };
@@ -259,7 +257,10 @@ impl Dependency {
             }
             Err(_) => {
                 self.count_rejection("circuit_open");
-                return Err(Status::unavailable(format!("{} is failing; its circuit breaker is open", inner.name)));
+                return Err(Status::unavailable(format!(
+                    "{} is failing; its circuit breaker is open",
+                    inner.name
+                )));
             }
         };
         // Built before the bulkhead check so a refusal there frees a half-open probe slot.

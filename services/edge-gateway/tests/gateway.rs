@@ -1,0 +1,515 @@
+//! The gateway end to end: a real TLS client, tokens signed with real keys,
+//! the real user and order services behind it over mutual TLS.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use suite_proto::suite::order::v1 as order_pb;
+use suite_proto::suite::user::v1 as user_pb;
+use tonic::Code;
+
+async fn admin_creates_user(gateway: &Gateway, email: &str) -> String {
+    let admin = gateway.keys.token("admin-1", &["admin"]);
+    gateway
+        .users()
+        .create_user(with_token(create_user_request(email), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn a_user_creates_and_reads_an_order_through_the_gateway() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let user_id = admin_creates_user(&gateway, "buyer@example.com").await;
+    let token = gateway.keys.token(&user_id, &[]);
+
+    let me = gateway
+        .users()
+        .get_user(with_token(user_pb::GetUserRequest { id: user_id.clone() }, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().email, "buyer@example.com");
+
+    let created = gateway
+        .orders()
+        .create_order(with_token(order_request(&user_id, "key-1"), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(created.total.as_ref().unwrap().amount_minor, 2500);
+    let read = gateway
+        .orders()
+        .get_order(with_token(order_pb::GetOrderRequest { id: created.id.clone() }, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(read, created);
+    let listed = gateway
+        .orders()
+        .list_orders(with_token(
+            order_pb::ListOrdersRequest {
+                user_id: user_id.clone(),
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.orders, vec![created]);
+
+    // Every token algorithm the gateway allows works.
+    for algorithm in [Algorithm::RS256, Algorithm::EdDSA] {
+        let token = gateway.keys.sign(algorithm, claims(&user_id, &[]));
+        let reply = gateway
+            .users()
+            .get_user(with_token(user_pb::GetUserRequest { id: user_id.clone() }, &token))
+            .await;
+        assert!(reply.is_ok(), "{algorithm:?}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated_and_reach_no_upstream() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let keys = &gateway.keys;
+    let user_id = admin_creates_user(&gateway, "victim@example.com").await;
+    let calls_before = rpc_count(&services.user_service.metrics().await);
+
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let other_key = EncodingKey::from_ec_pem(other_key.serialize_pem().as_bytes()).unwrap();
+    let with_claims = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut claims = claims(&user_id, &["admin"]);
+        change(&mut claims);
+        keys.sign(Algorithm::ES256, claims)
+    };
+    let unsigned = {
+        let header = base64_json(&serde_json::json!({"alg": "none", "typ": "JWT"}));
+        let payload = base64_json(&claims(&user_id, &["admin"]));
+        format!("{header}.{payload}.")
+    };
+    // HS256 "signed" with the bytes of a public key the JWKS publishes.
+    let confused = sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(keys.es256_public_x.as_bytes()),
+        Some("es-1"),
+        &claims(&user_id, &["admin"]),
+    );
+    let oversized = with_claims(&|claims| claims["padding"] = serde_json::json!("x".repeat(9 * 1024)));
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("malformed", Some("not-a-jwt".into())),
+        (
+            "bad signature",
+            Some(sign_with(Algorithm::ES256, &other_key, Some("es-1"), &claims(&user_id, &["admin"]))),
+        ),
+        ("alg none", Some(unsigned)),
+        ("HS256 with a public key", Some(confused)),
+        (
+            "unknown kid",
+            Some(sign_with(
+                Algorithm::ES256,
+                &other_key,
+                Some("nobody"),
+                &claims(&user_id, &["admin"]),
+            )),
+        ),
+        (
+            "expired",
+            Some(with_claims(&|claims| claims["exp"] = serde_json::json!(now() - 120))),
+        ),
+        (
+            "not yet valid",
+            Some(with_claims(&|claims| claims["nbf"] = serde_json::json!(now() + 120))),
+        ),
+        (
+            "wrong issuer",
+            Some(with_claims(&|claims| claims["iss"] = serde_json::json!("https://evil.test"))),
+        ),
+        (
+            "wrong audience",
+            Some(with_claims(&|claims| claims["aud"] = serde_json::json!("another-api"))),
+        ),
+        (
+            "no exp",
+            Some(with_claims(&|claims| drop(claims.as_object_mut().unwrap().remove("exp")))),
+        ),
+        ("oversized", Some(oversized)),
+    ];
+    for (name, token) in cases {
+        let mut request = tonic::Request::new(user_pb::GetUserRequest { id: user_id.clone() });
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let status = gateway.users().get_user(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        assert_eq!(
+            status.message(),
+            "missing or invalid bearer token",
+            "{name}: details stay in the logs"
+        );
+        // And a write: nothing changes.
+        let mut request = tonic::Request::new(create_user_request(&format!("{}@example.com", name.replace(' ', "-"))));
+        request.metadata_mut().insert("authorization", "Bearer x".parse().unwrap());
+        assert_eq!(
+            gateway.users().create_user(request).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    assert_eq!(
+        rpc_count(&services.user_service.metrics().await),
+        calls_before,
+        "no bad token reached the user service"
+    );
+
+    let metrics = gateway.running.metrics().await;
+    for reason in [
+        "missing",
+        "malformed",
+        "signature",
+        "unknown_key",
+        "expired",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "oversized",
+        "algorithm",
+    ] {
+        assert!(
+            metrics.contains(&format!("gateway_auth_failures_total{{reason=\"{reason}\"}}")),
+            "no {reason} failures counted:\n{metrics}"
+        );
+    }
+}
+
+/// Calls the user service's API has finished, from its RPC metrics.
+fn rpc_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("rpc_server_call_duration_seconds_count{rpc_service=\"suite.user.v1.UserService\""))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+fn base64_json(value: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[tokio::test]
+async fn end_users_reach_only_their_own_records_and_cannot_forge_identity() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let alice = admin_creates_user(&gateway, "alice@example.com").await;
+    let bob = admin_creates_user(&gateway, "bob@example.com").await;
+    let alice_token = gateway.keys.token(&alice, &[]);
+    let bob_token = gateway.keys.token(&bob, &[]);
+    let bobs_order = gateway
+        .orders()
+        .create_order(with_token(order_request(&bob, "bob-1"), &bob_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    // Alice claims to be Bob, and an admin, in the headers the gateway owns.
+    let mut forged = with_token(user_pb::GetUserRequest { id: bob.clone() }, &alice_token);
+    forged.metadata_mut().insert("x-suite-subject", bob.parse().unwrap());
+    forged.metadata_mut().insert("x-suite-roles", "admin".parse().unwrap());
+    let status = gateway.users().get_user(forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let denied = [
+        gateway
+            .orders()
+            .get_order(with_token(order_pb::GetOrderRequest { id: bobs_order.id.clone() }, &alice_token))
+            .await
+            .map(drop),
+        gateway
+            .orders()
+            .create_order(with_token(order_request(&bob, "alice-for-bob"), &alice_token))
+            .await
+            .map(drop),
+        gateway
+            .orders()
+            .cancel_order(with_token(
+                order_pb::CancelOrderRequest {
+                    id: bobs_order.id.clone(),
+                    version: None,
+                },
+                &alice_token,
+            ))
+            .await
+            .map(drop),
+        gateway
+            .users()
+            .list_users(with_token(user_pb::ListUsersRequest::default(), &alice_token))
+            .await
+            .map(drop),
+        gateway
+            .users()
+            .create_user(with_token(create_user_request("mallory@example.com"), &alice_token))
+            .await
+            .map(drop),
+    ];
+    for (index, result) in denied.into_iter().enumerate() {
+        assert_eq!(result.unwrap_err().code(), Code::PermissionDenied, "call {index}");
+    }
+    // Nothing changed: Bob's order is still pending.
+    let still = gateway
+        .orders()
+        .get_order(with_token(order_pb::GetOrderRequest { id: bobs_order.id.clone() }, &bob_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(still, bobs_order);
+
+    // An admin may read anyone's records.
+    let admin = gateway.keys.token("ops", &["admin"]);
+    gateway
+        .users()
+        .get_user(with_token(user_pb::GetUserRequest { id: bob.clone() }, &admin))
+        .await
+        .unwrap();
+    gateway
+        .orders()
+        .get_order(with_token(order_pb::GetOrderRequest { id: bobs_order.id }, &admin))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rate_limits_per_subject_with_retry_information() {
+    let services = Services::start().await;
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            rate_limit: edge_gateway::config::RateLimitArgs {
+                rate_limit_per_second: 10.0,
+                rate_limit_burst: 20.0,
+                ..Default::default()
+            },
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let busy = gateway.keys.token("busy", &["admin"]);
+    let calm = gateway.keys.token("calm", &["admin"]);
+    let get = |token: String| {
+        let mut users = gateway.users();
+        async move {
+            users
+                .get_user(with_token(
+                    user_pb::GetUserRequest {
+                        id: "0190b2a4-9f6c-7cc3-a3a5-3d1b0f7b6b6b".into(),
+                    },
+                    &token,
+                ))
+                .await
+        }
+    };
+    // The burst: 20 pass (to NOT_FOUND, the user does not exist), then refusals.
+    let started = Instant::now();
+    let mut passed = 0;
+    let mut refused = None;
+    for _ in 0..40 {
+        match get(busy.clone()).await {
+            Err(status) if status.code() == Code::ResourceExhausted => refused = Some(status),
+            Err(status) if status.code() == Code::NotFound => passed += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bucket refills at 10/s while the loop runs.
+    let allowed = 20.0 + 10.0 * elapsed;
+    assert!(
+        passed >= 20 && f64::from(passed) <= allowed + 1.0,
+        "{passed} passed in {elapsed:.2}s"
+    );
+    let refused = refused.expect("the burst must run out");
+    let pushback: u64 = refused
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pushback > 0 && pushback <= 100, "{pushback} ms");
+    assert_eq!(refused.metadata().get("retry-after").unwrap(), "1");
+
+    // Another subject has its own bucket.
+    assert_eq!(get(calm.clone()).await.unwrap_err().code(), Code::NotFound);
+
+    // The steady rate: 10 per second from the moment the bucket ran dry.
+    let dry_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let mut steady = 0;
+    for _ in 0..30 {
+        if get(busy.clone()).await.is_err_and(|status| status.code() == Code::NotFound) {
+            steady += 1;
+        }
+    }
+    let refilled = 10.0 * dry_at.elapsed().as_secs_f64();
+    assert!(
+        f64::from(steady) >= refilled - 2.0 - 1.0 && f64::from(steady) <= refilled + 1.0,
+        "{steady} passed, {refilled:.1} tokens refilled"
+    );
+    assert!(
+        gateway
+            .running
+            .metrics()
+            .await
+            .contains("gateway_rate_limited_total{key=\"subject\"}")
+    );
+}
+
+#[tokio::test]
+async fn unknown_services_and_oversized_messages_are_refused() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let token = gateway.keys.token("ops", &["admin"]);
+
+    // Unknown service.
+    let mut grpc = tonic::client::Grpc::new(gateway.channel.clone());
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            with_token(Vec::<u8>::new(), &token),
+            http::uri::PathAndQuery::from_static("/acme.v1.Nothing/Do"),
+            suite_grpc::codec::EncodedBytes,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // A message over the 256 KiB limit never reaches the user service.
+    let huge = user_pb::CreateUserRequest {
+        email: "huge@example.com".into(),
+        display_name: "x".repeat(300 * 1024),
+    };
+    let status = gateway
+        .users()
+        .max_encoding_message_size(usize::MAX)
+        .create_user(with_token(huge, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let listed = gateway
+        .users()
+        .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.users.is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_fails_fast_and_the_others_keep_working() {
+    let services = Services::start().await;
+    // Nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            order_address: Some(closed.to_string()),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let token = gateway.keys.token("ops", &["admin"]);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = gateway
+            .orders()
+            .get_order(with_token(
+                order_pb::GetOrderRequest {
+                    id: "0190b2a4-9f6c-7cc3-a3a5-3d1b0f7b6b6b".into(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+    // After three failures the breaker is open: refusals are immediate.
+    let started = Instant::now();
+    let status = gateway
+        .orders()
+        .get_order(with_token(order_pb::GetOrderRequest { id: String::new() }, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert!(
+        gateway
+            .running
+            .metrics()
+            .await
+            .contains("client_circuit_state{dependency=\"order-service\"} 1")
+    );
+    // The user service is unaffected.
+    gateway
+        .users()
+        .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_token_and_list_every_routed_service() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(gateway.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, 1);
+
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(gateway.channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply: ServerReflectionResponse = replies.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    for expected in ["suite.user.v1.UserService", "suite.order.v1.OrderService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The proxy itself, against an upstream that echoes: bodies stream through
+//! message by message, metadata and trailers pass both ways, and the upstream
+//! sees the caller's deadline minus the time spent at the gateway.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use edge_gateway::config::{ListenerArgs, RateLimitArgs, ServeConfig};
+use http_body::Frame;
+use suite_grpc::codec::EncodedBytes;
+use suite_grpc::{GrpcServer, RouteService, SecurityArgs, Transport};
+use tonic::body::Body;
+
+const ECHO_PATH: &str = "/test.echo.v1.Echo/Chat";
+
+/// Echoes the request body back as it arrives, then `grpc-status: 0` and a
+/// trailer of its own. Reports the `grpc-timeout` and `x-custom` it received as response headers.
+#[derive(Clone)]
+struct Echo;
+
+impl tower::Service<http::Request<Body>> for Echo {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let mut response = http::Response::builder().header("content-type", "application/grpc");
+        for name in ["grpc-timeout", "x-custom", "x-suite-subject"] {
+            if let Some(value) = parts.headers.get(name) {
+                response = response.header(format!("x-received-{name}"), value);
+            }
+        }
+        let body = Body::new(EchoBody { inner: body, ended: false });
+        std::future::ready(Ok(response.body(body).unwrap()))
+    }
+}
+
+struct EchoBody {
+    inner: Body,
+    ended: bool,
+}
+
+impl http_body::Body for EchoBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                // Request trailers: ignore, keep reading.
+                Err(_) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            },
+            Poll::Ready(Some(Err(status))) => Poll::Ready(Some(Err(status))),
+            Poll::Ready(None) => {
+                self.ended = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                trailers.insert("x-echo-trailer", http::HeaderValue::from_static("done"));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct EchoSetup {
+    _echo: Running,
+    gateway: Running,
+    keys: TokenKeys,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> EchoSetup {
+    let echo = Running::start(|listeners, stop| async move {
+        GrpcServer::new(test_server_config(), Transport::InsecurePlaintext)
+            .wrap_routes(|_own_routes| RouteService::new(Echo))
+            .serve(listeners, async {
+                let _ = stop.await;
+            })
+            .await?;
+        Ok(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        format!(
+            r#"
+            [[upstreams]]
+            name = "echo"
+            address = "{}"
+            services = ["test.echo.v1.Echo"]
+            "#,
+            echo.grpc_addr
+        ),
+    )
+    .unwrap();
+    let keys = TokenKeys::generate();
+    let config = ServeConfig {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        routes: Some(routes),
+        listener: ListenerArgs::default(),
+        auth: auth_args(&keys),
+        rate_limit: RateLimitArgs::default(),
+        server: test_server_config(),
+        security: SecurityArgs::insecure_plaintext(),
+    };
+    let gateway = Running::start(move |listeners, stop| {
+        edge_gateway::app::serve(config, listeners, async {
+            let _ = stop.await;
+        })
+    })
+    .await;
+    EchoSetup {
+        _echo: echo,
+        gateway,
+        keys,
+        _dir: dir,
+    }
+}
+
+async fn echo_client(setup: &EchoSetup) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = suite_grpc::client::connect_insecure(setup.gateway.grpc_addr).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_flows_message_by_message() {
+    let setup = start().await;
+    let mut grpc = echo_client(&setup).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let mut request = with_token(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+        &setup.keys.token("alice", &[]),
+    );
+    request.metadata_mut().insert("x-custom", "kept".parse().unwrap());
+    // The first message goes before the call is even answered.
+    sender.send(b"message 0".to_vec()).await.unwrap();
+    let response = grpc
+        .streaming(request, http::uri::PathAndQuery::from_static(ECHO_PATH), EncodedBytes)
+        .await
+        .unwrap();
+    assert_eq!(response.metadata().get("x-received-x-custom").unwrap(), "kept");
+    assert_eq!(response.metadata().get("x-received-x-suite-subject").unwrap(), "alice");
+    let mut replies = response.into_inner();
+    assert_eq!(replies.message().await.unwrap().unwrap(), b"message 0");
+    // Each reply arrives before the next message is sent: nothing is buffered to the end.
+    for index in 1..50 {
+        let message = format!("message {index}").into_bytes();
+        sender.send(message.clone()).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), replies.message())
+            .await
+            .expect("the echo of one message must arrive while the stream is open")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, message);
+    }
+    drop(sender);
+    assert!(replies.message().await.unwrap().is_none());
+    let trailers = replies.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers.get("x-echo-trailer").unwrap(), "done");
+}
+
+#[tokio::test]
+async fn the_upstream_sees_the_remaining_deadline() {
+    let setup = start().await;
+    let mut grpc = echo_client(&setup).await;
+    let mut request = with_token(b"ping".to_vec(), &setup.keys.token("alice", &[]));
+    request.set_timeout(Duration::from_secs(2));
+    let response = grpc
+        .unary(request, http::uri::PathAndQuery::from_static(ECHO_PATH), EncodedBytes)
+        .await
+        .unwrap();
+    let forwarded = response
+        .metadata()
+        .get("x-received-grpc-timeout")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let micros: u64 = forwarded.strip_suffix('u').unwrap().parse().unwrap();
+    assert!(micros < 2_000_000 && micros > 1_000_000, "forwarded grpc-timeout {forwarded}");
+    assert_eq!(response.into_inner(), b"ping");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_stream_never_opens_upstream() {
+    let setup = start().await;
+    let mut grpc = echo_client(&setup).await;
+    let status = grpc
+        .unary(
+            tonic::Request::new(b"ping".to_vec()),
+            http::uri::PathAndQuery::from_static(ECHO_PATH),
+            EncodedBytes,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(!setup.gateway.metrics().await.contains("client_attempts_total{dependency=\"echo\"}"));
+}
