@@ -13,7 +13,7 @@ default:
 tools:
     scripts/install-tools
 
-# Run the suite locally on embedded defaults: user service (127.0.0.1:50051) and order service (127.0.0.1:50052) over mutual TLS with dev certificates from .dev/certs, SQLite in .data/, admin ports 9101 and 9102.
+# Run the suite locally on embedded defaults: user service (127.0.0.1:50051), order service (127.0.0.1:50052) and edge gateway (127.0.0.1:8443) with dev certificates and token key from .dev/certs, SQLite in .data/, admin ports 9101-9103; prints a grpcurl command with a token.
 up:
     scripts/up
 

@@ -144,6 +144,11 @@ impl Server {
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
         }
+        Self::spawn(name, command, grpc, admin, certs).await
+    }
+
+    /// Spawns `command` (which must serve on `grpc` and `admin`) and waits for its health.
+    pub async fn spawn(name: &'static str, mut command: Command, grpc: SocketAddr, admin: SocketAddr, certs: Arc<DevCerts>) -> Self {
         let server = Self {
             child: command.spawn().unwrap(),
             grpc,
