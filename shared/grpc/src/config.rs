@@ -30,6 +30,27 @@ pub struct ServerConfig {
     /// How often readiness (database reachable) is re-checked.
     #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 2_000)]
     pub readiness_interval_ms: u64,
+
+    /// Largest block of request headers (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, env = "GRPC_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+
+    /// Largest HTTP/2 frame the server accepts (16 KiB to 16 MiB).
+    #[arg(long, env = "GRPC_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: u32,
+
+    /// Streams a client may open and reset before the server accepted them; past
+    /// it the connection is closed (the HTTP/2 rapid-reset attack).
+    #[arg(long, env = "GRPC_MAX_PENDING_RESET_STREAMS", default_value_t = 20)]
+    pub max_pending_reset_streams: usize,
+
+    /// A ping goes out on a connection silent for this long ...
+    #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL_MS", default_value_t = 30_000)]
+    pub keepalive_interval_ms: u64,
+
+    /// ... and the connection is closed if the ack takes longer than this.
+    #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub keepalive_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +62,11 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 20_000,
             readiness_interval_ms: 2_000,
+            max_header_list_bytes: 16 * 1024,
+            max_frame_bytes: 16 * 1024,
+            max_pending_reset_streams: 20,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
         }
     }
 }
@@ -56,5 +82,24 @@ impl ServerConfig {
 
     pub fn readiness_interval(&self) -> Duration {
         Duration::from_millis(self.readiness_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerConfig,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["server"]).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(format!("{:?}", cli.server), format!("{:?}", ServerConfig::default()));
     }
 }

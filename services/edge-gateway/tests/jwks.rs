@@ -1,0 +1,132 @@
+//! Key rotation at a JWKS URL: the gateway picks up a new key when a token
+//! names it, and a flood of unknown key ids costs at most one fetch per interval.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use suite_proto::suite::user::v1 as user_pb;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::Code;
+
+/// A loopback HTTP server answering every GET with the current document, counting requests.
+struct JwksServer {
+    url: String,
+    document: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(document: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        let document = Arc::new(Mutex::new(document));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let (served, counted) = (served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 1024];
+                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Self { url, document, fetches }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+fn es256_jwk(kid: &str, key: &rcgen::KeyPair) -> String {
+    let point = key.public_key_raw();
+    format!(
+        r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","alg":"ES256","use":"sig","x":"{}","y":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..65])
+    )
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer() {
+    let services = Services::start().await;
+    let first = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let second = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let jwks = JwksServer::start(format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &first))).await;
+    let url = jwks.url.clone();
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            adjust_auth: Box::new(move |auth| {
+                auth.jwks_file = None;
+                auth.jwks_url = Some(url);
+                auth.jwks_min_refresh_ms = 1_000;
+            }),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(jwks.fetches(), 1, "loaded once at start-up");
+    let sign = |key: &rcgen::KeyPair, kid: &str| {
+        let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        sign_with(Algorithm::ES256, &encoding, Some(kid), &claims("ops", &["admin"]))
+    };
+    let list = |token: String| {
+        let mut users = gateway.users();
+        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
+    };
+    list(sign(&first, "k1")).await.unwrap();
+
+    // The issuer rotates: k2 appears. The first token naming it triggers a fetch.
+    *jwks.document.lock().unwrap() = format!(r#"{{"keys":[{},{}]}}"#, es256_jwk("k1", &first), es256_jwk("k2", &second));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    list(sign(&second, "k2")).await.unwrap();
+    assert_eq!(jwks.fetches(), 2);
+
+    // Made-up key ids, right after a fetch: refused without fetching.
+    let attacker = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let flood: Vec<_> = (0..50).map(|index| list(sign(&attacker, &format!("bogus-{index}")))).collect();
+    for result in futures::future::join_all(flood).await {
+        assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
+    }
+    assert_eq!(jwks.fetches(), 2, "no fetch within the minimum interval");
+
+    // Once the interval has passed, a second flood costs exactly one fetch.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let flood: Vec<_> = (0..50).map(|index| list(sign(&attacker, &format!("again-{index}")))).collect();
+    for result in futures::future::join_all(flood).await {
+        assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
+    }
+    assert_eq!(jwks.fetches(), 3, "one fetch for the whole flood");
+
+    // The issuer goes away: the last good keys stay in use.
+    *jwks.document.lock().unwrap() = "not json".into();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let _ = list(sign(&attacker, "bogus-again")).await;
+    list(sign(&second, "k2")).await.unwrap();
+    list(sign(&first, "k1")).await.unwrap();
+}
