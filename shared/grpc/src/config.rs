@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// ... and the connection is closed if the ack takes longer than this.
     #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT_MS", default_value_t = 10_000)]
     pub keepalive_timeout_ms: u64,
+
+    /// A connection with no request in progress for this long is closed (0: never).
+    #[arg(long, env = "GRPC_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             max_pending_reset_streams: 20,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -78,6 +83,10 @@ impl ServerConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     pub fn readiness_interval(&self) -> Duration {

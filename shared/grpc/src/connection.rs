@@ -1,14 +1,17 @@
 //! Accepted connections on the gRPC port, plaintext or mutual TLS, and the
 //! [`PeerInfo`] tonic attaches to every request arriving on them.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::task::AtomicWaker;
 use suite_tls::{PeerIdentity, ServerTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +29,8 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
+    /// Streams open on the connection, for its idle timeout.
+    pub(crate) activity: Arc<ConnectionActivity>,
     /// The verified certificate identity; `None` on an insecure plaintext port.
     /// Shared, because tonic clones the connection's info into every request.
     pub identity: Option<Arc<PeerIdentity>>,
@@ -45,6 +50,87 @@ pub(crate) enum Transport {
 pub(crate) struct Connection {
     stream: Transport,
     info: PeerInfo,
+    idle: IdleTimer,
+}
+
+/// Streams open on one connection, so the connection can tell when it is idle.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionActivity {
+    open: AtomicUsize,
+    /// Bumped when a stream opens or closes: an idle period starts at the last change.
+    changes: AtomicU64,
+    /// The connection's reader, woken when the last stream closes so its idle timer starts.
+    reader: AtomicWaker,
+}
+
+impl ConnectionActivity {
+    /// Counts a stream as open until the returned guard is dropped.
+    pub(crate) fn stream_opened(self: &Arc<Self>) -> OpenStream {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        OpenStream(self.clone())
+    }
+}
+
+/// One open stream (a request whose response has not been fully sent).
+pub(crate) struct OpenStream(Arc<ConnectionActivity>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity.changes.fetch_add(1, Ordering::AcqRel);
+        if activity.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity.reader.wake();
+        }
+    }
+}
+
+/// Closes a connection that has had no open stream for the idle timeout.
+/// Keepalive pings do not count as activity; only requests do.
+struct IdleTimer {
+    timeout: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    seen_changes: u64,
+}
+
+impl IdleTimer {
+    fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            seen_changes: 0,
+        }
+    }
+
+    /// Whether the connection has been idle for the whole timeout; registers for a wake-up otherwise.
+    fn expired(&mut self, activity: &ConnectionActivity, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.timeout else { return false };
+        activity.reader.register(cx.waker());
+        if activity.open.load(Ordering::Acquire) > 0 {
+            self.sleep = None;
+            return false;
+        }
+        let changes = activity.changes.load(Ordering::Acquire);
+        if self.sleep.is_none() || changes != self.seen_changes {
+            self.seen_changes = changes;
+            self.sleep = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+        self.sleep.as_mut().is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+}
+
+impl Connection {
+    fn new(stream: Transport, remote_addr: SocketAddr, identity: Option<PeerIdentity>, idle_timeout: Option<Duration>) -> Self {
+        Self {
+            stream,
+            info: PeerInfo {
+                remote_addr,
+                activity: Arc::default(),
+                identity: identity.map(Arc::new),
+            },
+            idle: IdleTimer::new(idle_timeout),
+        }
+    }
 }
 
 impl Connected for Connection {
@@ -57,7 +143,13 @@ impl Connected for Connection {
 
 impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        if this.idle.expired(&this.info.activity, cx) {
+            // End of input: the HTTP/2 server closes the connection.
+            tracing::debug!(remote = %this.info.remote_addr, "closing an idle connection");
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.stream {
             Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
         }
@@ -104,23 +196,22 @@ impl AsyncWrite for Connection {
 /// Connections accepted on `listener`: plaintext as they come, or after a TLS
 /// handshake that runs beside the accept loop (bounded in time and number) so
 /// a slow or silent peer delays nobody else.
-pub(crate) fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> BoxStream<'static, io::Result<Connection>> {
+/// A connection with no open stream for `idle_timeout` is closed.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    idle_timeout: Option<Duration>,
+) -> BoxStream<'static, io::Result<Connection>> {
     match tls {
-        None => futures::stream::unfold(listener, |listener| async move {
+        None => futures::stream::unfold(listener, move |listener| async move {
             let (tcp, remote_addr) = accept(&listener).await;
-            let connection = Connection {
-                stream: Transport::Plain(tcp),
-                info: PeerInfo {
-                    remote_addr,
-                    identity: None,
-                },
-            };
+            let connection = Connection::new(Transport::Plain(tcp), remote_addr, None, idle_timeout);
             Some((Ok(connection), listener))
         })
         .boxed(),
         Some(tls) => {
             let (sender, receiver) = mpsc::channel(64);
-            let accept_task = tokio::spawn(accept_tls(listener, tls, sender));
+            let accept_task = tokio::spawn(accept_tls(listener, tls, sender, idle_timeout));
             TlsIncoming {
                 receiver,
                 _accept_task: AbortOnDrop(accept_task),
@@ -148,7 +239,7 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<io::Result<Connection>>) {
+async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<io::Result<Connection>>, idle_timeout: Option<Duration>) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let Ok(permit) = pending.clone().acquire_owned().await else {
@@ -164,13 +255,7 @@ async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<
             let _permit = permit;
             // Failures are counted and logged by the handshake itself.
             if let Ok((stream, identity)) = tls.handshake(tcp, remote_addr).await {
-                let connection = Connection {
-                    stream: Transport::Tls(Box::new(stream)),
-                    info: PeerInfo {
-                        remote_addr,
-                        identity: identity.map(Arc::new),
-                    },
-                };
+                let connection = Connection::new(Transport::Tls(Box::new(stream)), remote_addr, identity, idle_timeout);
                 let _ = sender.send(Ok(connection)).await;
             }
         });

@@ -241,7 +241,7 @@ impl GrpcServer {
                     ),
             )
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming(listeners.grpc, tls), async {
+            .serve_with_incoming_shutdown(incoming(listeners.grpc, tls, config.idle_timeout()), async {
                 let _ = drain_started.await;
             });
         tokio::pin!(server);

@@ -21,6 +21,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::body::{GuardedBody, ResponseGuard};
+use crate::connection::{OpenStream, PeerInfo};
 
 /// Latency buckets in seconds, from half a millisecond (a cache hit) to ten seconds.
 const DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -136,6 +137,8 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let mut recorder = CallRecorder::start(&self.metrics, self.metrics.labels_for(request.uri().path()));
+        // The connection counts as busy (not idle) until the response is fully sent.
+        recorder.stream = request.extensions().get::<PeerInfo>().map(|info| info.activity.stream_opened());
         self.inner
             .call(request)
             .map(move |result| {
@@ -155,6 +158,7 @@ struct CallRecorder {
     started: Instant,
     status: Option<Code>,
     recorded: bool,
+    stream: Option<OpenStream>,
 }
 
 impl CallRecorder {
@@ -166,6 +170,7 @@ impl CallRecorder {
             started: Instant::now(),
             status: None,
             recorded: false,
+            stream: None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! The HTTP/2 rapid-reset pattern: a client that opens streams and cancels
-//! them at once, as fast as it can, is cut off; other clients do not notice.
+//! Connection-level defences: a client flooding the HTTP/2 rapid-reset pattern
+//! is cut off without harming others, and idle connections are closed while
+//! connections with a stream in progress are not.
 
 #![allow(clippy::unwrap_used)]
 
@@ -79,4 +80,70 @@ async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() 
         .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let services = Services::start().await;
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            server: suite_grpc::ServerConfig {
+                idle_timeout_ms: 300,
+                ..test_server_config()
+            },
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let token = gateway.keys.token("ops", &["admin"]);
+    let connect = || async {
+        let tls = services
+            .pki
+            .raw_client(None)
+            .connect(gateway.running.grpc_addr.port())
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tls).await.unwrap();
+        (client, tokio::spawn(connection))
+    };
+
+    // Nothing sent after the handshake: closed after the idle timeout.
+    let (_idle_client, idle) = connect().await;
+    let closed_at = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), idle)
+        .await
+        .expect("an idle connection must be closed")
+        .unwrap()
+        .ok();
+    assert!(closed_at.elapsed() >= Duration::from_millis(250), "{:?}", closed_at.elapsed());
+
+    // A stream held open (a request whose body never ends) keeps its connection well past the timeout.
+    let (client, busy) = connect().await;
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post("https://localhost/suite.user.v1.UserService/ListUsers")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!busy.is_finished(), "a connection with an open stream was closed as idle");
+    // The call completes normally once its message arrives.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut response_body = response.into_body();
+    while let Some(chunk) = response_body.data().await {
+        chunk.unwrap();
+    }
+    let trailers = response_body.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    // Then idle again: closed.
+    tokio::time::timeout(Duration::from_secs(3), busy)
+        .await
+        .expect("the connection must be closed once idle")
+        .unwrap()
+        .ok();
 }
