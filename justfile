@@ -51,3 +51,9 @@ contracts-update:
 bench:
     cargo build --release -p user-service -p suite-tests --bins
     target/release/suite-bench
+
+# GetUser through the edge gateway and through nginx grpc_pass (h2load, both installed from Debian packages into .tools/); figures go in BENCHMARKS.md.
+bench-gateway: tools
+    scripts/install-bench-tools
+    cargo build --release -p user-service -p edge-gateway -p suite-devcerts --bins
+    python3 tests/bench/gateway_vs_nginx.py
