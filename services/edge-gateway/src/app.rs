@@ -16,6 +16,7 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::Proxy;
 use crate::ratelimit::RateLimiter;
 use crate::routes::{RouteTable, RoutesConfig, RoutesError};
+use crate::upstream::Dial;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -60,19 +61,16 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         Some(path) => RoutesConfig::from_file(path).map_err(|error| usage(&error))?,
         None => RoutesConfig::local_defaults(),
     };
-    let routes = RouteTable::build(&routes_config, registry, |spec| {
-        let channel = match &identity {
-            Some(identity) => {
-                let own = identity.identity();
-                let expected = spec.identity(Some(&own))?.ok_or_else(|| RoutesError::Invalid(spec.name.clone()))?;
-                tracing::info!(upstream = %spec.name, address = %spec.address, %expected, services = ?spec.services, "route");
-                let connector = MtlsConnector::new(identity, expected, tls_args.options())
-                    .map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))?;
-                suite_grpc::client::lazy_mtls(&spec.address, connector)
-            }
-            None => suite_grpc::client::lazy_insecure(&spec.address),
-        };
-        channel.map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))
+    let routes = RouteTable::build(&routes_config, registry, |spec| match &identity {
+        Some(identity) => {
+            let own = identity.identity();
+            let expected = spec.identity(Some(&own))?.ok_or_else(|| RoutesError::Invalid(spec.name.clone()))?;
+            tracing::info!(upstream = %spec.name, address = %spec.address, %expected, services = ?spec.services, "route");
+            let connector = MtlsConnector::new(identity, expected, tls_args.options())
+                .map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))?;
+            Ok(Dial::Mtls(connector))
+        }
+        None => Ok(Dial::Plaintext),
     })
     .map_err(|error| usage(&error))?;
 

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
+pub mod upstream;

@@ -17,7 +17,6 @@ use http_body::Frame;
 use suite_grpc::client::AdmittedCall;
 use tonic::Code;
 use tonic::body::Body;
-use tower::ServiceExt as _;
 
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
@@ -55,7 +54,7 @@ impl Proxy {
             }
             parts.headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
         }
-        let admitted = upstream.dependency.admit().map_err(|status| {
+        let admitted = upstream.resilience.admit().map_err(|status| {
             let kind = if status.code() == Code::Unavailable {
                 "circuit_open"
             } else {
@@ -75,7 +74,7 @@ impl Proxy {
             oversized: oversized.clone(),
         });
         let request = http::Request::from_parts(parts, body);
-        let outcome = upstream.dependency.channel().clone().oneshot(request).await;
+        let outcome = upstream.connection.send(request).await;
         let too_large = |size: u64| {
             self.metrics.upstream_error(upstream.name, "too_large");
             GatewayError::MessageTooLarge {
@@ -93,10 +92,10 @@ impl Proxy {
                 }
                 admitted.finish(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
-                tracing::warn!(upstream = upstream.name, error = %error_chain(&error), "upstream call failed");
+                tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
                 Err(GatewayError::UpstreamUnavailable {
                     upstream: upstream.name,
-                    detail: error.to_string(),
+                    detail: error,
                 })
             }
             Ok(response) => {
@@ -119,17 +118,6 @@ impl Proxy {
             }
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {

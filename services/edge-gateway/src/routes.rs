@@ -15,16 +15,20 @@
 //! ```
 //!
 //! Each upstream is one long-lived multiplexed HTTP/2 connection over mutual
-//! TLS with the gateway's identity, behind the suite's client stack (breaker
-//! and bulkhead; the proxy never retries, since it streams bodies it cannot replay).
+//! TLS with the gateway's identity ([`crate::upstream`]), behind the suite's
+//! client stack (breaker and bulkhead, [`Resilience`]; the proxy never retries,
+//! since it streams bodies it cannot replay).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use suite_grpc::client::{BreakerConfig, Dependency, DependencyConfig};
+use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, Resilience};
 use suite_tls::SpiffeId;
+
+use crate::upstream::{Dial, UpstreamConnection};
 
 /// Calls in flight to one upstream before the bulkhead refuses: the gateway
 /// carries every client's traffic, so far more than one service calling another.
@@ -186,7 +190,8 @@ impl RoutesConfig {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: &'static str,
-    pub dependency: Dependency,
+    pub resilience: Resilience,
+    pub connection: Arc<UpstreamConnection>,
 }
 
 /// Service name -> upstream.
@@ -196,20 +201,23 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; `connect` makes each upstream's (lazy) channel.
+    /// Builds the table; `dial` says how each upstream is reached.
     pub fn build(
         config: &RoutesConfig,
         registry: &mut Registry,
-        mut connect: impl FnMut(&UpstreamSpec) -> Result<tonic::transport::Channel, RoutesError>,
+        mut dial: impl FnMut(&UpstreamSpec) -> Result<Dial, RoutesError>,
     ) -> Result<Self, RoutesError> {
         let mut by_service = HashMap::new();
+        let metrics = ClientMetrics::register(registry);
         for spec in &config.upstreams {
-            let channel = connect(spec)?;
+            let connection = UpstreamConnection::new(&spec.address, dial(spec)?)
+                .map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))?;
             // Metric labels need 'static names; upstreams live as long as the process.
             let name: &'static str = Box::leak(spec.name.clone().into_boxed_str());
             let upstream = Upstream {
                 name,
-                dependency: Dependency::new(name, channel, spec.dependency_config(), registry),
+                resilience: Resilience::new(name, spec.dependency_config(), &metrics),
+                connection: Arc::new(connection),
             };
             for service in &spec.services {
                 by_service.insert(service.clone(), upstream.clone());

@@ -45,10 +45,11 @@ async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() 
     let connection = tokio::spawn(connection);
     let mut opened = 0;
     let cut_off = loop {
+        // An outside attacker: no valid token, so nothing it sends is forwarded upstream.
         let request = http::Request::post(format!("https://localhost/{}", "suite.user.v1.UserService/ListUsers"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header("authorization", format!("Bearer {token}"))
+            .header("authorization", "Bearer not-a-token")
             .body(())
             .unwrap();
         let ready = match tokio::time::timeout(Duration::from_secs(5), client.ready()).await {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use suite_db::PoolMetrics;
-use suite_grpc::client::Dependency;
+use suite_grpc::client::{ClientMetrics, Dependency};
 use suite_grpc::{GrpcServer, Listeners, PageTokens, Transport};
 use suite_proto::suite::order::v1::order_service_server::OrderServiceServer;
 use suite_tls::{MtlsConnector, SpiffeId};
@@ -62,7 +62,12 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
     let dependency_config = config.user_service.dependency_config();
     let default_deadline = dependency_config.default_deadline;
-    let users = UserDirectory::new(Dependency::new(USER_SERVICE, user_channel, dependency_config, registry));
+    let users = UserDirectory::new(Dependency::new(
+        USER_SERVICE,
+        user_channel,
+        dependency_config,
+        &ClientMetrics::register(registry),
+    ));
     tracing::info!(
         database = config.database.backend_name(),
         user_service = %config.user_service.user_service_addr,

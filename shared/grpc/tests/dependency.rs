@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use suite_grpc::client::{BreakerConfig, BreakerState, Deadline, Dependency, DependencyConfig, Idempotency};
+use suite_grpc::client::{BreakerConfig, BreakerState, ClientMetrics, Deadline, Dependency, DependencyConfig, Idempotency};
 use tokio::sync::{Mutex, Semaphore};
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::health_client::HealthClient;
@@ -75,7 +75,8 @@ async fn serve(script: Script) -> (SocketAddr, Arc<Script>) {
 fn dependency(addr: SocketAddr, config: DependencyConfig) -> (Dependency, Registry) {
     let mut registry = Registry::default();
     let channel = suite_grpc::client::lazy_insecure(addr).unwrap();
-    (Dependency::new("scripted", channel, config, &mut registry), registry)
+    let metrics = ClientMetrics::register(&mut registry);
+    (Dependency::new("scripted", channel, config, &metrics), registry)
 }
 
 /// A breaker that never opens, for tests about something else.

@@ -103,35 +103,19 @@ struct RejectionLabels {
     reason: &'static str,
 }
 
+/// The client stack's metric families, registered once per registry and
+/// shared by every dependency (each labels its own series).
 #[derive(Debug, Clone, Default)]
-struct DependencyMetrics {
+pub struct ClientMetrics {
     attempts: Family<DependencyLabels, Counter>,
     retries: Family<DependencyLabels, Counter>,
     rejected: Family<RejectionLabels, Counter>,
     circuit_state: Family<DependencyLabels, Gauge>,
 }
 
-/// A dependency's client stack; cheap to clone, clones share state.
-#[derive(Debug, Clone)]
-pub struct Dependency {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    name: &'static str,
-    channel: Channel,
-    config: DependencyConfig,
-    budget: RetryBudget,
-    breaker: CircuitBreaker,
-    bulkhead: Arc<Semaphore>,
-    metrics: DependencyMetrics,
-}
-
-impl Dependency {
-    /// `name` labels metrics and logs (`user-service`); `channel` is usually lazy.
-    pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, registry: &mut Registry) -> Self {
-        let metrics = DependencyMetrics::default();
+impl ClientMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
         registry.register(
             "client_attempts",
             "Outgoing call attempts to a dependency, retries included.",
@@ -152,16 +136,41 @@ impl Dependency {
             "Circuit breaker state per dependency: 0 closed, 1 open, 2 half-open.",
             metrics.circuit_state.clone(),
         );
+        metrics
+    }
+}
+
+/// One dependency's breaker, bulkhead, retry budget and metrics, without a
+/// channel: [`Dependency`] adds a tonic channel and the retry loop; the
+/// gateway's proxy, which drives its own connections, uses [`Resilience::admit`].
+/// Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Resilience {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: &'static str,
+    config: DependencyConfig,
+    budget: RetryBudget,
+    breaker: CircuitBreaker,
+    bulkhead: Arc<Semaphore>,
+    metrics: ClientMetrics,
+}
+
+impl Resilience {
+    /// `name` labels metrics and logs (`user-service`).
+    pub fn new(name: &'static str, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
         metrics.circuit_state.get_or_create(&DependencyLabels { dependency: name }).set(0);
         Self {
             inner: Arc::new(Inner {
                 name,
-                channel,
                 budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_floor, config.retry_budget_window),
                 breaker: CircuitBreaker::new(config.breaker, Instant::now()),
                 bulkhead: Arc::new(Semaphore::new(config.max_concurrent_calls)),
                 config,
-                metrics,
+                metrics: metrics.clone(),
             }),
         }
     }
@@ -176,71 +185,6 @@ impl Dependency {
 
     pub fn circuit_state(&self) -> BreakerState {
         self.inner.breaker.state()
-    }
-
-    /// Runs `attempt` under the stack, within `deadline`.
-    pub async fn call<T, F, Fut>(&self, deadline: Deadline, idempotency: Idempotency, mut attempt: F) -> Result<T, Status>
-    where
-        F: FnMut(Attempt) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let inner = &*self.inner;
-        inner.budget.record_request(Instant::now());
-        let mut attempts_made = 0;
-        loop {
-            let Some(timeout) = deadline.for_outgoing(inner.config.deadline_margin) else {
-                self.count_rejection("deadline");
-                return Err(Status::deadline_exceeded(format!(
-                    "no time left in the caller's deadline to call {}",
-                    inner.name
-                )));
-            };
-            let outcome = self
-                .attempt_once(
-                    &mut attempt,
-                    Attempt {
-                        channel: inner.channel.clone(),
-                        timeout,
-                    },
-                )
-                .await;
-            attempts_made += 1;
-            let status = match outcome {
-                Ok(value) => return Ok(value),
-                Err(AttemptError::Rejected(status)) => return Err(status),
-                Err(AttemptError::Failed(status)) => status,
-            };
-            let retryable = idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
-            if !retryable || attempts_made >= inner.config.max_attempts {
-                return Err(status);
-            }
-            let backoff = self.backoff(attempts_made);
-            if deadline.remaining() <= backoff + inner.config.deadline_margin || !inner.budget.try_retry(Instant::now()) {
-                return Err(status);
-            }
-            tracing::debug!(dependency = inner.name, code = ?status.code(), ?backoff, "retrying");
-            inner.metrics.retries.get_or_create(&self.labels()).inc();
-            tokio::time::sleep(backoff).await;
-        }
-    }
-
-    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, context: Attempt) -> Result<T, AttemptError>
-    where
-        F: FnMut(Attempt) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
-    {
-        let admitted = self.admit().map_err(AttemptError::Rejected)?;
-        let name = self.inner.name;
-        let timeout = context.timeout;
-        let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, attempt(context)).await {
-            // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
-            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => Err(deadline_exceeded(name, timeout)),
-            Ok(result) => result,
-            Err(_) => Err(deadline_exceeded(name, timeout)),
-        };
-        admitted.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-        result.map_err(AttemptError::Failed)
     }
 
     /// Admits one call through the breaker and the bulkhead without running
@@ -265,7 +209,7 @@ impl Dependency {
         };
         // Built before the bulkhead check so a refusal there frees a half-open probe slot.
         let mut admitted = AdmittedCall {
-            dependency: self.clone(),
+            resilience: self.clone(),
             admission: Some(admission),
             _slot: None,
         };
@@ -276,11 +220,6 @@ impl Dependency {
         admitted._slot = Some(slot);
         inner.metrics.attempts.get_or_create(&self.labels()).inc();
         Ok(admitted)
-    }
-
-    /// The channel every call to this dependency shares (one multiplexed connection).
-    pub fn channel(&self) -> &Channel {
-        &self.inner.channel
     }
 
     /// Exponential backoff with full jitter, capped.
@@ -319,6 +258,101 @@ impl Dependency {
     }
 }
 
+/// A dependency's client stack for typed tonic calls: [`Resilience`] plus a
+/// channel and the retry loop. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    resilience: Resilience,
+    channel: Channel,
+}
+
+impl Dependency {
+    /// `name` labels metrics and logs (`user-service`); `channel` is usually lazy.
+    pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
+        Self {
+            resilience: Resilience::new(name, config, metrics),
+            channel,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.resilience.name()
+    }
+
+    pub fn config(&self) -> &DependencyConfig {
+        self.resilience.config()
+    }
+
+    pub fn circuit_state(&self) -> BreakerState {
+        self.resilience.circuit_state()
+    }
+
+    /// Runs `attempt` under the stack, within `deadline`.
+    pub async fn call<T, F, Fut>(&self, deadline: Deadline, idempotency: Idempotency, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &*self.resilience.inner;
+        inner.budget.record_request(Instant::now());
+        let mut attempts_made = 0;
+        loop {
+            let Some(timeout) = deadline.for_outgoing(inner.config.deadline_margin) else {
+                self.resilience.count_rejection("deadline");
+                return Err(Status::deadline_exceeded(format!(
+                    "no time left in the caller's deadline to call {}",
+                    inner.name
+                )));
+            };
+            let outcome = self
+                .attempt_once(
+                    &mut attempt,
+                    Attempt {
+                        channel: self.channel.clone(),
+                        timeout,
+                    },
+                )
+                .await;
+            attempts_made += 1;
+            let status = match outcome {
+                Ok(value) => return Ok(value),
+                Err(AttemptError::Rejected(status)) => return Err(status),
+                Err(AttemptError::Failed(status)) => status,
+            };
+            let retryable = idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
+            if !retryable || attempts_made >= inner.config.max_attempts {
+                return Err(status);
+            }
+            let backoff = self.resilience.backoff(attempts_made);
+            if deadline.remaining() <= backoff + inner.config.deadline_margin || !inner.budget.try_retry(Instant::now()) {
+                return Err(status);
+            }
+            tracing::debug!(dependency = inner.name, code = ?status.code(), ?backoff, "retrying");
+            inner.metrics.retries.get_or_create(&self.resilience.labels()).inc();
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, context: Attempt) -> Result<T, AttemptError>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let admitted = self.resilience.admit().map_err(AttemptError::Rejected)?;
+        let name = self.resilience.inner.name;
+        let timeout = context.timeout;
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, attempt(context)).await {
+            // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
+            Ok(Err(status)) if status.code() == Code::Cancelled && started.elapsed() >= timeout => Err(deadline_exceeded(name, timeout)),
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(name, timeout)),
+        };
+        admitted.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        result.map_err(AttemptError::Failed)
+    }
+}
+
 enum AttemptError {
     /// Refused locally; retrying now would be refused again.
     Rejected(Status),
@@ -338,12 +372,12 @@ fn counts_against_dependency(code: Code) -> bool {
     )
 }
 
-/// One call admitted by [`Dependency::admit`]: holds its bulkhead slot and,
+/// One call admitted by [`Resilience::admit`]: holds its bulkhead slot and,
 /// until [`AdmittedCall::finish`], its breaker admission. Dropped unfinished,
 /// it frees a half-open probe slot without counting an outcome.
 #[derive(Debug)]
 pub struct AdmittedCall {
-    dependency: Dependency,
+    resilience: Resilience,
     admission: Option<Admission>,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -352,12 +386,12 @@ impl AdmittedCall {
     /// Records the call's outcome in the breaker and releases the slot.
     pub fn finish(mut self, code: Code) {
         if let Some(admission) = self.admission.take() {
-            let dependency = &self.dependency;
-            let transition = dependency
+            let resilience = &self.resilience;
+            let transition = resilience
                 .inner
                 .breaker
                 .record(admission, counts_against_dependency(code), Instant::now());
-            dependency.announce(transition);
+            resilience.announce(transition);
         }
     }
 }
@@ -365,7 +399,7 @@ impl AdmittedCall {
 impl Drop for AdmittedCall {
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
-            self.dependency.inner.breaker.abandon(admission);
+            self.resilience.inner.breaker.abandon(admission);
         }
     }
 }

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use deadline::Deadline;
-pub use dependency::{AdmittedCall, Attempt, Dependency, DependencyConfig, Idempotency};
+pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
 
 /// Connects over mutual TLS to `addr` (`host:port`), which must present the connector's expected identity.
 pub async fn connect_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
