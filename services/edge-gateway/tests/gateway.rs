@@ -334,9 +334,13 @@ async fn rate_limits_per_subject_with_retry_information() {
     let started = Instant::now();
     let mut passed = 0;
     let mut refused = None;
+    let mut dry_at = started;
     for _ in 0..40 {
         match get(busy.clone()).await {
-            Err(status) if status.code() == Code::ResourceExhausted => refused = Some(status),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                refused = Some(status);
+                dry_at = Instant::now();
+            }
             Err(status) if status.code() == Code::NotFound => passed += 1,
             other => panic!("{other:?}"),
         }
@@ -363,8 +367,7 @@ async fn rate_limits_per_subject_with_retry_information() {
     // Another subject has its own bucket.
     assert_eq!(get(calm.clone()).await.unwrap_err().code(), Code::NotFound);
 
-    // The steady rate: 10 per second from the moment the bucket ran dry.
-    let dry_at = Instant::now();
+    // The steady rate: 10 per second from the moment the bucket was last found dry.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let mut steady = 0;
     for _ in 0..30 {
@@ -374,7 +377,8 @@ async fn rate_limits_per_subject_with_retry_information() {
     }
     let refilled = 10.0 * dry_at.elapsed().as_secs_f64();
     assert!(
-        f64::from(steady) >= refilled - 2.0 - 1.0 && f64::from(steady) <= refilled + 1.0,
+        // Less than a token may be left over at each end of the interval.
+        f64::from(steady) >= refilled - 3.0 && f64::from(steady) <= refilled + 2.0,
         "{steady} passed, {refilled:.1} tokens refilled"
     );
     assert!(
