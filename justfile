@@ -52,6 +52,11 @@ bench:
     cargo build --release -p user-service -p suite-tests --bins
     target/release/suite-bench
 
+# CreateOrder and GetOrder end to end over mutual TLS, and the client stack's overhead beside a bare tonic client; figures go in BENCHMARKS.md.
+bench-orders *ARGS:
+    cargo build --release -p user-service -p order-service -p suite-tests --bins
+    target/release/order-bench {{ARGS}}
+
 # GetUser through the edge gateway and through nginx grpc_pass (h2load, both installed from Debian packages into .tools/); figures go in BENCHMARKS.md.
 bench-gateway: tools
     scripts/install-bench-tools
