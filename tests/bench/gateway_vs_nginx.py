@@ -251,7 +251,7 @@ def main():
     parser.add_argument("--warmup-seconds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--enforce", action="store_true")
-    parser.add_argument("--gateway-threads", type=int, help="TOKIO_WORKER_THREADS of the gateway (default: one per CPU)")
+    parser.add_argument("--gateway-threads", type=int, help="the gateway's WORKER_THREADS (default: its own, one; 0: one per CPU)")
     parser.add_argument("--targets", default="gateway,nginx,direct", help="comma separated; all three for the verdict")
     args = parser.parse_args()
     bins = Path(args.bin_dir)
@@ -295,7 +295,7 @@ def main():
             "JWT_ISSUER": "suite-dev", "JWT_AUDIENCE": "suite", "GATEWAY_ROUTES": str(routes),
             # One subject drives all the load here; its bucket must not be what is measured.
             "RATE_LIMIT_PER_SECOND": "1000000000", "RATE_LIMIT_BURST": "1000000000",
-            **({"TOKIO_WORKER_THREADS": str(args.gateway_threads)} if args.gateway_threads else {}),
+            **({"WORKER_THREADS": str(args.gateway_threads)} if args.gateway_threads is not None else {}),
         })
         processes.append(gateway)
         wait_for_port(gateway_admin, gateway)
@@ -384,7 +384,8 @@ def main():
 
         print(f"### Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
         print(f"h2load, {args.warmup_seconds} s warm-up + {args.seconds} s measured per row, {args.rounds} rounds, "
-              f"order gateway, nginx, direct per round.\n")
+              f"order gateway, nginx, direct per round; gateway worker threads: "
+              f"{'its default (1)' if args.gateway_threads is None else args.gateway_threads}; nginx worker processes: 2.\n")
         print("| target | connections x streams | round | req/s | p50 ms | p99 ms | proxy CPU µs/req |")
         print("|---|---|---|---:|---:|---:|---:|")
         for r in results:

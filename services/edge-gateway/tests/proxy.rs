@@ -120,6 +120,7 @@ async fn start() -> EchoSetup {
     let config = ServeConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        worker_threads: 1,
         routes: Some(routes),
         listener: ListenerArgs::default(),
         auth: auth_args(&keys),
