@@ -98,8 +98,15 @@ impl UpstreamConnection {
         if !end_of_stream {
             forward_body(body, send_stream);
         }
-        let response = response.await.map_err(|error| error.to_string())?;
-        Ok(response.map(|recv| Body::new(ResponseBody::new(recv))))
+        let mut response = UnansweredCall(Some(response));
+        let answered = std::future::poll_fn(|cx| match response.0.as_mut() {
+            Some(future) => Pin::new(future).poll(cx),
+            None => Poll::Ready(Err(h2::Error::from(Reason::INTERNAL_ERROR))),
+        })
+        .await;
+        response.0 = None;
+        let answered = answered.map_err(|error| error.to_string())?;
+        Ok(answered.map(|recv| Body::new(ResponseBody::new(recv))))
     }
 
     /// A handle with room for one more stream, on the current connection or a new one.
@@ -197,6 +204,29 @@ impl UpstreamConnection {
     }
 }
 
+/// A call whose response headers have not arrived yet. If the caller goes
+/// away first (the client reset its stream), the upstream stream is not reset
+/// at once: a service counts streams reset before it accepted them and, past a
+/// small number per connection (the HTTP/2 rapid-reset defence), closes the
+/// connection, which here is every client's. So the call is left to be
+/// answered, within [`ABANDONED_CALL_GRACE`], and only then released.
+struct UnansweredCall(Option<h2::client::ResponseFuture>);
+
+/// How long an abandoned call may take to be answered before its stream is reset anyway.
+const ABANDONED_CALL_GRACE: Duration = Duration::from_secs(5);
+
+impl Drop for UnansweredCall {
+    fn drop(&mut self) {
+        if let Some(response) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(ABANDONED_CALL_GRACE, response).await;
+            });
+        }
+    }
+}
+
 /// Hands the request body to the upstream stream. Whatever the body already
 /// holds (all of a unary call) is queued at once, before the connection's task
 /// next writes, so it leaves with the HEADERS; the rest follows from a task
@@ -226,9 +256,12 @@ struct RequestPipe {
 }
 
 impl RequestPipe {
-    /// Stops the upstream stream when the client's side failed (a reset, an oversized message).
+    /// Ends the request early when the client's side failed (a reset, an
+    /// oversized message). The request is closed rather than reset, for the
+    /// reason [`UnansweredCall`] gives: the service fails the truncated call
+    /// and answers, and the answer is dropped.
     fn abandon(&mut self) {
-        self.stream.send_reset(Reason::CANCEL);
+        let _ = self.stream.send_data(Bytes::new(), true);
     }
 }
 

@@ -83,6 +83,94 @@ async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() 
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_clients_resetting_forwarded_calls_do_not_break_the_shared_upstream_connection() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let token = gateway.keys.token("ops", &["admin"]);
+
+    // Every call of the well-behaved client must succeed while the flood runs:
+    // they share the gateway's one connection to the user service with it.
+    let steady = {
+        let mut users = gateway.users();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(2);
+            let mut calls = 0;
+            while Instant::now() < until {
+                users
+                    .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+                    .await
+                    .unwrap();
+                calls += 1;
+            }
+            calls
+        })
+    };
+
+    // Insiders with a valid token: each call is complete, so the gateway
+    // forwards it upstream, and then reset at once.
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        let tls = services
+            .pki
+            .raw_client(None)
+            .connect(gateway.running.grpc_addr.port())
+            .await
+            .unwrap();
+        let token = token.clone();
+        attackers.push(tokio::spawn(async move {
+            let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+            tokio::spawn(connection);
+            let until = Instant::now() + Duration::from_millis(1_500);
+            let mut reset = 0_u32;
+            while Instant::now() < until {
+                let request = http::Request::post("https://localhost/suite.user.v1.UserService/ListUsers")
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(())
+                    .unwrap();
+                let Ok(Ok(ready)) = tokio::time::timeout(Duration::from_secs(5), client.ready()).await else {
+                    break;
+                };
+                client = ready;
+                let Ok((_, mut stream)) = client.send_request(request, false) else {
+                    break;
+                };
+                // An empty ListUsersRequest: a complete gRPC message.
+                let _ = stream.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+                tokio::task::yield_now().await;
+                stream.send_reset(h2::Reason::CANCEL);
+                reset += 1;
+            }
+            reset
+        }));
+    }
+    let mut reset = 0;
+    for attacker in attackers {
+        reset += attacker.await.unwrap();
+    }
+    let calls = steady.await.unwrap();
+    eprintln!("{reset} forwarded calls reset by their clients; {calls} steady calls, all answered");
+    assert!(reset > 100, "the flood hardly ran: {reset} resets");
+    assert!(calls > 0, "the other client was starved");
+    gateway
+        .users()
+        .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+        .await
+        .unwrap();
+    // The gateway's connection to the user service lived through it all: the
+    // service accepted one TLS handshake from it, not one per reconnection.
+    let metrics = services.user_service.metrics().await;
+    let accepted = metrics
+        .lines()
+        .find(|line| line.starts_with("tls_server_handshakes_total{") && line.contains("outcome=\"accepted\""))
+        .and_then(|line| line.rsplit(' ').next())
+        .unwrap_or("0");
+    assert_eq!(accepted, "1", "the user service accepted {accepted} connections from the gateway");
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed_and_busy_ones_are_not() {
     let services = Services::start().await;
