@@ -11,6 +11,24 @@ use std::time::{Duration, Instant};
 use common::*;
 use suite_proto::suite::user::v1 as user_pb;
 
+/// A client calling ListUsers for two seconds; every call must succeed. Yields the number of calls.
+fn steady_client(gateway: &Gateway, token: &str) -> tokio::task::JoinHandle<u32> {
+    let mut users = gateway.users();
+    let token = token.to_owned();
+    tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut calls = 0;
+        while Instant::now() < until {
+            users
+                .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+                .await
+                .unwrap();
+            calls += 1;
+        }
+        calls
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() {
     let services = Services::start().await;
@@ -18,22 +36,7 @@ async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() 
     let token = gateway.keys.token("ops", &["admin"]);
 
     // A well-behaved client keeps calling throughout.
-    let steady = {
-        let mut users = gateway.users();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let until = Instant::now() + Duration::from_secs(2);
-            let mut calls = 0;
-            while Instant::now() < until {
-                users
-                    .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
-                    .await
-                    .unwrap();
-                calls += 1;
-            }
-            calls
-        })
-    };
+    let steady = steady_client(&gateway, &token);
 
     let tls = services
         .pki
@@ -91,22 +94,7 @@ async fn authenticated_clients_resetting_forwarded_calls_do_not_break_the_shared
 
     // Every call of the well-behaved client must succeed while the flood runs:
     // they share the gateway's one connection to the user service with it.
-    let steady = {
-        let mut users = gateway.users();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let until = Instant::now() + Duration::from_secs(2);
-            let mut calls = 0;
-            while Instant::now() < until {
-                users
-                    .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
-                    .await
-                    .unwrap();
-                calls += 1;
-            }
-            calls
-        })
-    };
+    let steady = steady_client(&gateway, &token);
 
     // Insiders with a valid token: each call is complete, so the gateway
     // forwards it upstream, and then reset at once.
