@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{RecvStream, SendStream};
 use http_body::{Body as _, Frame};
 use suite_tls::MtlsConnector;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -98,14 +98,7 @@ impl UpstreamConnection {
         if !end_of_stream {
             forward_body(body, send_stream);
         }
-        let mut response = UnansweredCall(Some(response));
-        let answered = std::future::poll_fn(|cx| match response.0.as_mut() {
-            Some(future) => Pin::new(future).poll(cx),
-            None => Poll::Ready(Err(h2::Error::from(Reason::INTERNAL_ERROR))),
-        })
-        .await;
-        response.0 = None;
-        let answered = answered.map_err(|error| error.to_string())?;
+        let answered = UnansweredCall(Some(response)).await.map_err(|error| error.to_string())?;
         Ok(answered.map(|recv| Body::new(ResponseBody::new(recv))))
     }
 
@@ -214,6 +207,18 @@ struct UnansweredCall(Option<h2::client::ResponseFuture>);
 
 /// How long an abandoned call may take to be answered before its stream is reset anyway.
 const ABANDONED_CALL_GRACE: Duration = Duration::from_secs(5);
+
+impl Future for UnansweredCall {
+    type Output = Result<http::Response<RecvStream>, h2::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = self.0.as_mut().expect("an UnansweredCall is not polled after it is answered");
+        let answered = ready!(Pin::new(response).poll(cx));
+        // Answered: nothing is left for the drop to wait for.
+        self.0 = None;
+        Poll::Ready(answered)
+    }
+}
 
 impl Drop for UnansweredCall {
     fn drop(&mut self) {

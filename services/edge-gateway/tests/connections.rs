@@ -29,6 +29,37 @@ fn steady_client(gateway: &Gateway, token: &str) -> tokio::task::JoinHandle<u32>
     })
 }
 
+/// A raw HTTP/2 client over TLS to the gateway, and its connection's task.
+async fn raw_connection(
+    services: &Services,
+    gateway: &Gateway,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = services
+        .pki
+        .raw_client(None)
+        .connect(gateway.running.grpc_addr.port())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+/// The head of a ListUsers call, as a raw client sends it.
+fn list_users_request(token: &str) -> http::Request<()> {
+    http::Request::post("https://localhost/suite.user.v1.UserService/ListUsers")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap()
+}
+
+/// An empty ListUsersRequest as a gRPC message: a complete call body.
+const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() {
     let services = Services::start().await;
@@ -38,23 +69,11 @@ async fn a_client_resetting_streams_in_a_flood_is_cut_off_and_others_carry_on() 
     // A well-behaved client keeps calling throughout.
     let steady = steady_client(&gateway, &token);
 
-    let tls = services
-        .pki
-        .raw_client(None)
-        .connect(gateway.running.grpc_addr.port())
-        .await
-        .unwrap();
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = raw_connection(&services, &gateway).await;
     let mut opened = 0;
     let cut_off = loop {
         // An outside attacker: no valid token, so nothing it sends is forwarded upstream.
-        let request = http::Request::post(format!("https://localhost/{}", "suite.user.v1.UserService/ListUsers"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("authorization", "Bearer not-a-token")
-            .body(())
-            .unwrap();
+        let request = list_users_request("not-a-token");
         let ready = match tokio::time::timeout(Duration::from_secs(5), client.ready()).await {
             Ok(Ok(ready)) => ready,
             Ok(Err(error)) => break error,
@@ -100,34 +119,20 @@ async fn authenticated_clients_resetting_forwarded_calls_do_not_break_the_shared
     // forwards it upstream, and then reset at once.
     let mut attackers = Vec::new();
     for _ in 0..4 {
-        let tls = services
-            .pki
-            .raw_client(None)
-            .connect(gateway.running.grpc_addr.port())
-            .await
-            .unwrap();
+        let (mut client, _connection) = raw_connection(&services, &gateway).await;
         let token = token.clone();
         attackers.push(tokio::spawn(async move {
-            let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
-            tokio::spawn(connection);
             let until = Instant::now() + Duration::from_millis(1_500);
             let mut reset = 0_u32;
             while Instant::now() < until {
-                let request = http::Request::post("https://localhost/suite.user.v1.UserService/ListUsers")
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(())
-                    .unwrap();
                 let Ok(Ok(ready)) = tokio::time::timeout(Duration::from_secs(5), client.ready()).await else {
                     break;
                 };
                 client = ready;
-                let Ok((_, mut stream)) = client.send_request(request, false) else {
+                let Ok((_, mut stream)) = client.send_request(list_users_request(&token), false) else {
                     break;
                 };
-                // An empty ListUsersRequest: a complete gRPC message.
-                let _ = stream.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+                let _ = stream.send_data(bytes::Bytes::from_static(EMPTY_MESSAGE), true);
                 tokio::task::yield_now().await;
                 stream.send_reset(h2::Reason::CANCEL);
                 reset += 1;
@@ -151,12 +156,8 @@ async fn authenticated_clients_resetting_forwarded_calls_do_not_break_the_shared
     // The gateway's connection to the user service lived through it all: the
     // service accepted one TLS handshake from it, not one per reconnection.
     let metrics = services.user_service.metrics().await;
-    let accepted = metrics
-        .lines()
-        .find(|line| line.starts_with("tls_server_handshakes_total{") && line.contains("outcome=\"accepted\""))
-        .and_then(|line| line.rsplit(' ').next())
-        .unwrap_or("0");
-    assert_eq!(accepted, "1", "the user service accepted {accepted} connections from the gateway");
+    let accepted = suite_testkit::metric_value(&metrics, "tls_server_handshakes_total{outcome=\"accepted\"}");
+    assert_eq!(accepted, Some(1.0), "the user service's accepted handshakes");
 }
 
 #[tokio::test]
@@ -174,19 +175,9 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
     )
     .await;
     let token = gateway.keys.token("ops", &["admin"]);
-    let connect = || async {
-        let tls = services
-            .pki
-            .raw_client(None)
-            .connect(gateway.running.grpc_addr.port())
-            .await
-            .unwrap();
-        let (client, connection) = h2::client::handshake(tls).await.unwrap();
-        (client, tokio::spawn(connection))
-    };
 
     // Nothing sent after the handshake: closed after the idle timeout.
-    let (_idle_client, idle) = connect().await;
+    let (_idle_client, idle) = raw_connection(&services, &gateway).await;
     let closed_at = Instant::now();
     tokio::time::timeout(Duration::from_secs(3), idle)
         .await
@@ -196,19 +187,13 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
     assert!(closed_at.elapsed() >= Duration::from_millis(250), "{:?}", closed_at.elapsed());
 
     // A stream held open (a request whose body never ends) keeps its connection well past the timeout.
-    let (client, busy) = connect().await;
+    let (client, busy) = raw_connection(&services, &gateway).await;
     let mut client = client.ready().await.unwrap();
-    let request = http::Request::post("https://localhost/suite.user.v1.UserService/ListUsers")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .unwrap();
-    let (response, mut body) = client.send_request(request, false).unwrap();
+    let (response, mut body) = client.send_request(list_users_request(&token), false).unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(!busy.is_finished(), "a connection with an open stream was closed as idle");
     // The call completes normally once its message arrives.
-    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    body.send_data(bytes::Bytes::from_static(EMPTY_MESSAGE), true).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(5), response).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     let mut response_body = response.into_body();

@@ -144,7 +144,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let run_dir = run_dir("order-bench-")?;
     let pki = DevPki::generate(run_dir.path().join("certs"))?;
 
-    let mut user = start_service(&user_bin, &args, &pki, run_dir.path(), |command| {
+    let mut user = start_service(USER_SERVICE, &user_bin, &args, &pki, run_dir.path(), |command| {
         if let Some(url) = &args.user_database_url {
             command.env("DATABASE_URL", url);
         }
@@ -153,7 +153,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     })?;
     let user_addr = user.grpc_addr;
-    let mut order = start_service(&order_bin, &args, &pki, run_dir.path(), |command| {
+    let mut order = start_service(ORDER_SERVICE, &order_bin, &args, &pki, run_dir.path(), |command| {
         command.arg("--user-service-addr").arg(user_addr.to_string());
         if let Some(url) = &args.order_database_url {
             command.env("DATABASE_URL", url);
@@ -224,24 +224,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     conclude(&report.render(), &report.failures(), report.targets_met(), &args.load)
 }
 
-/// Starts `binary serve` over mutual TLS as the service the binary is named
-/// after, with its data under `run_dir` and the repository's dev policy.
+/// Starts `binary serve` over mutual TLS as `identity`, with its data under
+/// `run_dir` and the repository's dev policy for that service.
 fn start_service(
+    identity: &str,
     binary: &Path,
     args: &Args,
     pki: &DevPki,
     run_dir: &Path,
     configure: impl FnOnce(&mut std::process::Command),
 ) -> anyhow::Result<ServerProcess> {
-    let name = binary
-        .file_name()
-        .and_then(|name| name.to_str())
-        .context("the binary has no file name")?;
-    let identity = if name.starts_with(ORDER_SERVICE) {
-        ORDER_SERVICE
-    } else {
-        USER_SERVICE
-    };
     let policy = Path::new(CONFIG_DIR).join(format!("{identity}.authz.toml"));
     let policy = policy
         .canonicalize()
@@ -436,8 +428,6 @@ impl StackOverhead {
 /// The stack's own work per call, without a network: an attempt that returns
 /// at once, called through `Dependency::call` and directly, alternating rounds.
 struct IsolatedCost {
-    rounds: usize,
-    calls_per_round: u32,
     /// Medians over the rounds.
     direct: Duration,
     stack: Duration,
@@ -489,8 +479,6 @@ async fn isolated_cost(config: &DependencyConfig) -> anyhow::Result<IsolatedCost
         values[values.len() / 2]
     };
     Ok(IsolatedCost {
-        rounds: IsolatedCost::ROUNDS,
-        calls_per_round: IsolatedCost::CALLS_PER_ROUND,
         direct: median(direct),
         stack: median(stack),
     })
@@ -681,11 +669,13 @@ impl UserServiceCalls {
     /// `client_circuit_state{dependency="user-service"}` is 0 (closed).
     async fn breaker_closed(admin_addr: SocketAddr) -> anyhow::Result<bool> {
         let text = scrape(admin_addr).await?;
-        let state = text
-            .lines()
-            .find(|line| line.starts_with("client_circuit_state{") && line.contains("dependency=\"user-service\""))
-            .context("the order service exports no client_circuit_state for the user service")?;
-        Ok(state.rsplit_once(' ').is_some_and(|(_, value)| value.trim() == "0"))
+        for sample in metrics::samples(&text, "client_circuit_state") {
+            let (labels, state) = sample?;
+            if metrics::label(labels, "dependency") == Some(USER_SERVICE) {
+                return Ok(state == 0);
+            }
+        }
+        anyhow::bail!("the order service exports no client_circuit_state for the user service")
     }
 
     fn minus(self, earlier: &Self) -> Self {
@@ -890,8 +880,8 @@ impl Report<'_> {
             "- the stack's own work without a network (an attempt that returns at once; median of {} rounds of {} calls): \
              {} ns per call through `Dependency::call` against {} ns calling the attempt directly, **+{} ns**, {:.2}% of the \
              load generator's {bare_client_cpu:.1} µs of CPU per bare GetUser call",
-            isolated.rounds,
-            thousands(f64::from(isolated.calls_per_round)),
+            IsolatedCost::ROUNDS,
+            thousands(f64::from(IsolatedCost::CALLS_PER_ROUND)),
             isolated.stack.as_nanos(),
             isolated.direct.as_nanos(),
             isolated.added().as_nanos(),
