@@ -1,0 +1,56 @@
+{{/* What only the order service sets; the rest comes from suite-common. */}}
+{{- define "order-service.env" -}}
+{{- include "suite.database.env" . }}
+{{- $users := .Values.userService }}
+{{- $link := $users.serviceName | upper | replace "-" "_" }}
+- name: USER_SERVICE_ADDR
+  {{- /* Kubernetes expands $(VAR) from the service-link variables of Services in this namespace. */}}
+  value: {{ default (printf "$(%s_SERVICE_HOST):$(%s_SERVICE_PORT_GRPC)" $link $link) $users.address | quote }}
+- name: USER_SERVICE_IDENTITY
+  value: {{ default (include "suite.spiffeId" (list . $users.serviceName)) $users.identity | quote }}
+- name: USER_SERVICE_DEFAULT_DEADLINE_MS
+  value: {{ $users.defaultDeadlineMs | quote }}
+- name: USER_SERVICE_MAX_ATTEMPTS
+  value: {{ $users.maxAttempts | quote }}
+- name: USER_SERVICE_MAX_CONCURRENT_CALLS
+  value: {{ $users.maxConcurrentCalls | quote }}
+- name: USER_SERVICE_BREAKER_WINDOW_MS
+  value: {{ $users.breaker.windowMs | quote }}
+- name: USER_SERVICE_BREAKER_MIN_REQUESTS
+  value: {{ $users.breaker.minRequests | quote }}
+- name: USER_SERVICE_BREAKER_FAILURE_RATIO
+  value: {{ $users.breaker.failureRatio | quote }}
+- name: USER_SERVICE_BREAKER_OPEN_MS
+  value: {{ $users.breaker.openMs | quote }}
+{{ include "suite.secretEnv" (list . "PAGE_TOKEN_SECRET" .Values.pageToken) }}
+- name: AUTHZ_POLICY
+  value: /etc/suite/config/authz.toml
+{{- end -}}
+
+{{- define "order-service.volumeMounts" -}}
+- name: config
+  mountPath: /etc/suite/config
+  readOnly: true
+{{- end -}}
+
+{{- define "order-service.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "suite.name" . }}
+{{- end -}}
+
+{{- define "order-service.configFiles" -}}
+authz.toml: |
+  {{- include "suite.authzToml" . | nindent 2 }}
+{{- end -}}
+
+{{- define "order-service.secretEntries" -}}
+{{- $entries := dict -}}
+{{- if and .Values.database.url (not .Values.database.embeddedSqlite) (not .Values.database.existingSecret.name) -}}
+{{- $_ := set $entries "DATABASE_URL" .Values.database.url -}}
+{{- end -}}
+{{- if not .Values.pageToken.existingSecret.name -}}
+{{- $_ := set $entries "PAGE_TOKEN_SECRET" (include "suite.pageTokenSecret" .) -}}
+{{- end -}}
+{{- toJson $entries -}}
+{{- end -}}
