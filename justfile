@@ -40,8 +40,14 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# What CI runs: lints, then the whole test suite.
-ci: lint test
+# Lint (strict), render and validate every Helm chart with Helm v4's engine and kubernetes-validate, inspect the rendered objects, then prove the checker catches deliberate faults (tools from scripts/install-chart-tools).
+charts:
+    scripts/install-chart-tools
+    PYTHONDONTWRITEBYTECODE=1 .tools/charts-venv/bin/python tests/charts/chartcheck.py --quiet
+    cd tests/charts && PYTHONDONTWRITEBYTECODE=1 ../../.tools/charts-venv/bin/python -m pytest -q -p no:cacheprovider
+
+# What CI runs: lints, the chart checks, then the whole test suite.
+ci: lint charts test
 
 # Rewrite proto/wire-baseline.txt from the current protos, after a deliberate API change; it names any wire break it accepts. Commit the baseline with the change.
 contracts-update:

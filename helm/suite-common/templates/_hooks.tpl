@@ -63,7 +63,8 @@ spec:
       {{- end }}
       containers:
         - name: migrate
-          image: {{ include "suite.image" (list . .Values.image.tag) | quote }}
+          {{- /* With a canary, its (newer) schema is applied: migrations are expand-only, so the stable track keeps working on it. */}}
+          image: {{ include "suite.image" (list . (ternary .Values.canary.image.tag .Values.image.tag (and .Values.canary.enabled (not (empty .Values.canary.image.tag))))) | quote }}
           imagePullPolicy: {{ .Values.image.pullPolicy }}
           args: ["migrate"]
           env:
