@@ -18,6 +18,7 @@ import math
 import re
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -684,7 +685,46 @@ def check_tests(objects: list[Obj], report: Report, ctx: str) -> None:
         report.fail(ctx, f"{missing} has no `helm test` health check")
 
 
+# The keys the binaries accept (their TOML structs deny unknown fields):
+# shared/grpc/src/authz.rs PolicyFile/RuleFile, services/edge-gateway/src/routes.rs UpstreamSpec.
+TOML_KEYS = {
+    "authz.toml": ({"end_user_gateways", "allow"}, "allow", {"callers", "methods"}),
+    "routes.toml": ({"upstreams"}, "upstreams", {
+        "name", "address", "services", "identity", "max_concurrent_calls", "breaker_failure_ratio",
+        "breaker_min_requests", "breaker_window_ms", "breaker_open_ms", "breaker_half_open_probes"}),
+}
+
+
+def check_config_files(objects: list[Obj], report: Report, ctx: str) -> None:
+    """The TOML files the binaries read parse, use only keys the binaries accept, and name
+    callers and upstreams in this release's trust domain and namespace."""
+    for cm in by_kind(objects, "ConfigMap"):
+        for key, text in (cm.body.get("data") or {}).items():
+            if key not in TOML_KEYS:
+                continue
+            try:
+                doc = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as error:
+                report.fail(ctx, f"{cm} {key} is not valid TOML: {error}")
+                continue
+            top, table, entry_keys = TOML_KEYS[key]
+            if set(doc) - top:
+                report.fail(ctx, f"{cm} {key} has keys the binary refuses: {sorted(set(doc) - top)}")
+            for entry in doc.get(table, []):
+                if set(entry) - entry_keys:
+                    report.fail(ctx, f"{cm} {key} [[{table}]] has keys the binary refuses: {sorted(set(entry) - entry_keys)}")
+            ids = doc.get("end_user_gateways", []) + [c for rule in doc.get("allow", []) for c in rule.get("callers", [])]
+            for spiffe in ids:
+                if not re.fullmatch(rf"spiffe://[a-z0-9._-]+/ns/{NAMESPACE}/sa/[a-z0-9-]+", spiffe):
+                    report.fail(ctx, f"{cm} {key} names {spiffe!r}, not a SPIFFE id in namespace {NAMESPACE}")
+            for upstream in doc.get("upstreams", []):
+                if not upstream.get("address", "").startswith(f"{upstream.get('name')}.{NAMESPACE}.svc:"):
+                    report.fail(ctx, f"{cm} {key} sends {upstream.get('name')} to {upstream.get('address')}")
+            report.count("config file checks")
+
+
 CHECKS = [
+    check_config_files,
     check_labels,
     check_probes,
     check_security,
