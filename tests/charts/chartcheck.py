@@ -723,8 +723,34 @@ def check_config_files(objects: list[Obj], report: Report, ctx: str) -> None:
             report.count("config file checks")
 
 
+def check_peer_addresses(objects: list[Obj], report: Report, ctx: str) -> None:
+    """Every address a binary dials to reach another service (the order service's
+    USER_SERVICE_ADDR, the gateway's upstreams) is that service's Service by DNS name in this
+    namespace and, where the render holds that Service, its gRPC port."""
+    grpc_ports = {svc.name: p["port"] for svc in by_kind(objects, "Service") for p in svc.body["spec"]["ports"] if p["name"] == "grpc"}
+    peers = []  # (who dials, the service it means, the address)
+    for deployment in by_kind(objects, "Deployment"):
+        for container in pod_spec(deployment)["containers"]:
+            address = env_of(container).get("USER_SERVICE_ADDR", {}).get("value")
+            if address is not None:
+                peers.append((str(deployment), "user-service", address))
+    for cm in by_kind(objects, "ConfigMap"):
+        text = (cm.body.get("data") or {}).get("routes.toml")
+        if text:
+            for upstream in tomllib.loads(text).get("upstreams", []):
+                peers.append((f"{cm} routes.toml", upstream.get("name", ""), upstream.get("address", "")))
+    for who, service, address in peers:
+        host, _, port = address.rpartition(":")
+        if host not in (f"{service}.{NAMESPACE}.svc", f"{service}.{NAMESPACE}.svc.cluster.local") or not port.isdigit():
+            report.fail(ctx, f"{who} dials {service} at {address!r}, not its Service's DNS name in {NAMESPACE}")
+        elif service in grpc_ports and int(port) != grpc_ports[service]:
+            report.fail(ctx, f"{who} dials {service} on port {port}, but its Service's gRPC port is {grpc_ports[service]}")
+        report.count("peer address checks")
+
+
 CHECKS = [
     check_config_files,
+    check_peer_addresses,
     check_labels,
     check_probes,
     check_security,

@@ -208,6 +208,14 @@ FAULTS = [
         "do not add up to 100",
         id="canary-weights",
     ),
+    pytest.param(
+        "order-service/values.yaml",
+        "  port: 50051\n",
+        "  port: 50052\n",
+        1,
+        "dials user-service on port 50052, but its Service's gRPC port is 50051",
+        id="order-service-dials-the-wrong-port",
+    ),
 ]
 
 

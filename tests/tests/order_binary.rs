@@ -28,7 +28,9 @@ async fn grpcurl_creates_an_order_for_a_user_across_both_services() {
     let data = tempfile::tempdir().unwrap();
     let users = Server::start_service("user-service", certs.clone(), data.path(), None, &[]).await;
     let user_addr = users.grpc.to_string();
-    let orders = Server::start_service("order-service", certs, data.path(), None, &["--user-service-addr", &user_addr]).await;
+    // By name, as a Kubernetes Service is reached: the order service resolves it at each connection.
+    let user_name_addr = format!("localhost:{}", users.grpc.port());
+    let orders = Server::start_service("order-service", certs, data.path(), None, &["--user-service-addr", &user_name_addr]).await;
     let order_addr = orders.grpc.to_string();
 
     let services = orders.grpcurl(&grpcurl_bin, &[&order_addr, "list"]);

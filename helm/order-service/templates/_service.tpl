@@ -2,10 +2,8 @@
 {{- define "order-service.env" -}}
 {{- include "suite.database.env" . }}
 {{- $users := .Values.userService }}
-{{- $link := $users.serviceName | upper | replace "-" "_" }}
 - name: USER_SERVICE_ADDR
-  {{- /* Kubernetes expands $(VAR) from the service-link variables of Services in this namespace. */}}
-  value: {{ default (printf "$(%s_SERVICE_HOST):$(%s_SERVICE_PORT_GRPC)" $link $link) $users.address | quote }}
+  value: {{ default (printf "%s.%s.svc:%d" $users.serviceName .Release.Namespace (int $users.port)) $users.address | quote }}
 - name: USER_SERVICE_IDENTITY
   value: {{ default (include "suite.spiffeId" (list . $users.serviceName)) $users.identity | quote }}
 - name: USER_SERVICE_DEFAULT_DEADLINE_MS

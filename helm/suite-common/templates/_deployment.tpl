@@ -49,8 +49,8 @@ spec:
     spec:
       serviceAccountName: {{ $name }}
       automountServiceAccountToken: {{ $.Values.serviceAccount.automountToken }}
-      {{- /* Service links only where an address comes from them (the order service's USER_SERVICE_ADDR). */}}
-      enableServiceLinks: {{ and (hasKey $.Values "userService") (empty $.Values.userService.address) }}
+      {{- /* Peers are found by DNS name; service-link variables would only crowd the environment. */}}
+      enableServiceLinks: false
       {{- include "suite.imagePullSecrets" $ | nindent 6 }}
       {{- with $.Values.priorityClassName }}
       priorityClassName: {{ . }}

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, Resilience};
+use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, HostPort, Resilience};
 use suite_tls::SpiffeId;
 
 use crate::upstream::{Dial, UpstreamConnection};
@@ -156,15 +156,8 @@ impl RoutesConfig {
             if !names.insert(upstream.name.as_str()) {
                 return invalid(format!("upstream {} is listed twice", upstream.name));
             }
-            if upstream
-                .address
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
-                return invalid(format!(
-                    "upstream {}: address {:?} must be host:port",
-                    upstream.name, upstream.address
-                ));
+            if let Err(error) = upstream.address.parse::<HostPort>() {
+                return invalid(format!("upstream {}: address {error}", upstream.name));
             }
             if upstream.services.is_empty() {
                 return invalid(format!("upstream {} serves no services", upstream.name));

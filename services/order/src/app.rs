@@ -101,7 +101,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
 /// A lazy channel to the user service, over mutual TLS with this service's own
 /// certificate when the gRPC port has one, so it reloads on rotation too.
 fn user_service_channel(config: &ServeConfig, transport: &Transport) -> anyhow::Result<tonic::transport::Channel> {
-    let addr = config.user_service.user_service_addr;
+    let addr = &config.user_service.user_service_addr;
     let channel = match transport {
         Transport::Mtls { tls, .. } | Transport::ServerOnlyTls { tls } => {
             let credentials = tls

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use suite_db::DatabaseConfig;
-use suite_grpc::client::{BreakerConfig, DependencyConfig};
+use suite_grpc::client::{BreakerConfig, DependencyConfig, HostPort};
 use suite_grpc::{SecurityArgs, ServerConfig};
 use suite_telemetry::LoggingArgs;
 use suite_tls::SpiffeId;
@@ -69,9 +69,10 @@ pub struct MigrateConfig {
 /// Where the user service is and how calls to it behave.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UserServiceArgs {
-    /// Address of the user service's gRPC port.
+    /// Address of the user service's gRPC port: `host:port`, the host a DNS name
+    /// (resolved at each connection, e.g. a Kubernetes Service) or an IP address.
     #[arg(long, env = "USER_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
-    pub user_service_addr: SocketAddr,
+    pub user_service_addr: HostPort,
 
     /// Identity the user service must present. Default: this service's trust
     /// domain and namespace, service account `user-service`.

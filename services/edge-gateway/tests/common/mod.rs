@@ -279,7 +279,7 @@ impl Services {
 
         let order_db = TestDb::sqlite();
         let mut user_args = order_service::config::UserServiceArgs {
-            user_service_addr: user_service.grpc_addr,
+            user_service_addr: user_service.grpc_addr.into(),
             ..default_user_service_args()
         };
         user_args.user_service_identity = Some(TestPki::id("user-service"));

@@ -116,7 +116,7 @@ pub async fn start_user_service(database: DatabaseConfig, grpc_addr: SocketAddr,
 /// Client stack settings for tests: quick to open and to recover.
 pub fn fast_user_service_args(addr: SocketAddr) -> UserServiceArgs {
     UserServiceArgs {
-        user_service_addr: addr,
+        user_service_addr: addr.into(),
         user_service_identity: None,
         user_service_default_deadline_ms: 2_000,
         user_service_deadline_margin_ms: 20,
