@@ -665,23 +665,31 @@ def check_alert_rules(objects: list[Obj], report: Report, ctx: str) -> None:
 
 
 def check_tests(objects: list[Obj], report: Report, ctx: str) -> None:
-    services = {service_of(d) for d in by_kind(objects, "Deployment")}
+    """Each service has a `helm test` pod running its own image's `healthcheck` against its
+    admin port through the Service, for readiness (""), liveness and its served services."""
+    deployments = {service_of(d): d for d in by_kind(objects, "Deployment") if "canary" not in d.name}
     tested = set()
     for pod in by_kind(objects, "Pod"):
         if "test" not in hook_phases(pod):
             continue
         service = service_of(pod)
-        script = " ".join(pod_spec(pod)["containers"][0].get("command", []) + pod_spec(pod)["containers"][0].get("args", []))
+        container = pod_spec(pod)["containers"][0]
+        argv = container.get("command", []) + container.get("args", [])
         admin = next(
             (p["port"] for s in by_kind(objects, "Service") if s.name == service for p in s.body["spec"]["ports"] if p["name"] == "admin"),
             None,
         )
-        if "grpc.health.v1.Health/Check" not in script or f":{admin}" not in script:
-            report.fail(ctx, f"{pod} does not check gRPC health on {service}'s admin port {admin}")
-        if "SERVING" not in script:
-            report.fail(ctx, f"{pod} does not look at the health answer (grpcurl exits 0 on NOT_SERVING)")
+        if argv[:1] != ["healthcheck"] or "--addr" not in argv or argv[argv.index("--addr") + 1 :][:1] != [f"{service}.{NAMESPACE}.svc:{admin}"]:
+            report.fail(ctx, f"{pod} does not run `healthcheck --addr {service}.{NAMESPACE}.svc:{admin}` (runs {argv})")
+        names = {argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--service"}
+        if not {"", "liveness"} <= names:
+            report.fail(ctx, f"{pod} checks health names {sorted(names)}, not both readiness '' and 'liveness'")
+        deployment = deployments.get(service)
+        if deployment is not None and container.get("image") != pod_spec(deployment)["containers"][0].get("image"):
+            report.fail(ctx, f"{pod} runs {container.get('image')}, not the service's own image")
         tested.add(service)
-    for missing in sorted(services - tested):
+        report.count("helm test checks")
+    for missing in sorted(set(deployments) - tested):
         report.fail(ctx, f"{missing} has no `helm test` health check")
 
 

@@ -216,6 +216,14 @@ FAULTS = [
         "dials user-service on port 50052, but its Service's gRPC port is 50051",
         id="order-service-dials-the-wrong-port",
     ),
+    pytest.param(
+        "suite-common/templates/_hooks.tpl",
+        "int .Values.ports.admin) -}}\napiVersion: v1\nkind: Pod",
+        "int .Values.ports.grpc) -}}\napiVersion: v1\nkind: Pod",
+        1,
+        "does not run `healthcheck --addr user-service.shop.svc:9101`",
+        id="helm-test-asks-the-grpc-port",
+    ),
 ]
 
 

@@ -240,3 +240,68 @@ fn insecure_plaintext_is_announced_at_start_up() {
     let warning = warning.expect("no INSECURE warning in the log");
     assert!(warning.contains(r#""level":"WARN""#), "{warning}");
 }
+
+/// `user-service healthcheck`, what `helm test` and a shell in the pod run: readiness
+/// follows the database, liveness does not, unknown names and closed ports fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_subcommand_answers_as_the_probes_see_the_server() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let proxy = FaultProxy::start(db.server_addr()).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_service(
+        "user-service",
+        common::DevCerts::issue(),
+        data.path(),
+        Some(&db.url_via(proxy.addr())),
+        &["--readiness-interval-ms", "100"],
+    )
+    .await;
+    let admin = server.admin.to_string();
+    let healthcheck = |addr: &str, services: &[&str]| {
+        let mut command = Command::new(workspace_binary("user-service"));
+        command.args(["healthcheck", "--addr", addr, "--timeout-ms", "2000"]);
+        for service in services {
+            command.args(["--service", service]);
+        }
+        let output = command.env_clear().output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+
+    let (code, stdout) = healthcheck(&admin, &["", "liveness", "suite.user.v1.UserService"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "\"\": SERVING\n\"liveness\": SERVING\n\"suite.user.v1.UserService\": SERVING\n"
+    );
+
+    let (code, stdout) = healthcheck(&admin, &["no.such.Service"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("NotFound"), "{stdout}");
+
+    proxy.set_mode(ProxyMode::Refuse);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, stdout) = healthcheck(&admin, &[""]);
+        if code == Some(1) {
+            assert_eq!(stdout.lines().next(), Some("\"\": NOT_SERVING"), "{stdout}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness still {stdout} with the database cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, stdout) = healthcheck(&admin, &["liveness"]);
+    assert_eq!(code, Some(0), "liveness must not follow the database: {stdout}");
+
+    let closed = free_addr().to_string();
+    let started = std::time::Instant::now();
+    let (code, stdout) = healthcheck(&closed, &[""]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a closed port took {:?}",
+        started.elapsed()
+    );
+}

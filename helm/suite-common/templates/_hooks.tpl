@@ -87,9 +87,9 @@ spec:
 {{- end -}}
 
 {{/*
-`helm test`: gRPC health on the admin port through the Service, for the
-overall name "" (readiness), "liveness", and each served service. grpcurl
-exits 0 on NOT_SERVING, so the answer itself is checked.
+`helm test`: the service's own image runs its `healthcheck` subcommand against
+the admin port through the Service, for the overall name "" (readiness),
+"liveness", and each served service; it exits non-zero unless all are SERVING.
 */}}
 {{- define "suite.test" -}}
 {{- $name := include "suite.name" . -}}
@@ -113,19 +113,16 @@ spec:
     {{- include "suite.podSecurityContext" . | nindent 4 }}
   containers:
     - name: grpc-health
-      image: {{ printf "%s:%s" .Values.tests.image.repository .Values.tests.image.tag | quote }}
-      command:
-        - /bin/sh
-        - -c
-        - |
-          set -eu
-          failed=0
-          for service in "" liveness {{ join " " .Values.healthServices }}; do
-            answer=$(/bin/grpcurl -plaintext -max-time 5 -d "{\"service\":\"$service\"}" {{ $target }} grpc.health.v1.Health/Check) || answer="call failed"
-            echo "health '$service': $answer"
-            echo "$answer" | grep -q '"SERVING"' || failed=1
-          done
-          exit $failed
+      image: {{ include "suite.image" (list . .Values.image.tag) | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - healthcheck
+        - --addr
+        - {{ $target | quote }}
+        {{- range prepend (prepend .Values.healthServices "liveness") "" }}
+        - --service
+        - {{ . | quote }}
+        {{- end }}
       resources:
         requests:
           cpu: 10m

@@ -27,6 +27,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             serve(*config, listeners, shutdown_signal()).await
         }
         Command::DevToken(args) => crate::dev_token::print(&args),
+        Command::Healthcheck(args) => Ok(suite_grpc::health_check(&args).await?),
     }
 }
 

@@ -31,7 +31,7 @@ impl Cli {
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let workers = match &self.command {
             Command::Serve(config) => config.worker_threads,
-            Command::DevToken(_) => 1,
+            Command::DevToken(_) | Command::Healthcheck(_) => 1,
         };
         let mut builder = match workers {
             1 => tokio::runtime::Builder::new_current_thread(),
@@ -52,6 +52,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Print a token signed with the development key (local use only).
     DevToken(crate::dev_token::DevTokenArgs),
+    /// Ask a running gateway's admin port for gRPC health; exit 0 only if it is SERVING.
+    Healthcheck(suite_grpc::HealthCheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

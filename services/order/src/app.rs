@@ -31,6 +31,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             serve(*config, listeners, suite_grpc::shutdown_signal()).await
         }
         Command::Migrate(config) => migrate(&config).await,
+        Command::Healthcheck(args) => Ok(suite_grpc::health_check(&args).await?),
     }
 }
 

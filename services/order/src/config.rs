@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use suite_db::DatabaseConfig;
 use suite_grpc::client::{BreakerConfig, DependencyConfig, HostPort};
-use suite_grpc::{SecurityArgs, ServerConfig};
+use suite_grpc::{HealthCheckArgs, SecurityArgs, ServerConfig};
 use suite_telemetry::LoggingArgs;
 use suite_tls::SpiffeId;
 
@@ -27,6 +27,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Apply pending database migrations and exit (safe to run from several replicas at once).
     Migrate(MigrateConfig),
+    /// Ask a running server's admin port for gRPC health; exit 0 only if it is SERVING.
+    Healthcheck(HealthCheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use suite_cache::CacheConfig;
 use suite_db::DatabaseConfig;
-use suite_grpc::{SecurityArgs, ServerConfig};
+use suite_grpc::{HealthCheckArgs, SecurityArgs, ServerConfig};
 use suite_telemetry::LoggingArgs;
 
 #[derive(Debug, Parser)]
@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Apply pending database migrations and exit (safe to run from several replicas at once).
     Migrate(MigrateConfig),
+    /// Ask a running server's admin port for gRPC health; exit 0 only if it is SERVING.
+    Healthcheck(HealthCheckArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
