@@ -96,7 +96,10 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         routes,
         metrics,
     });
+    // Not ready while no token can be verified, so no traffic is sent to a gateway that would refuse it all.
+    let keys = edge.authenticator.clone();
     server
+        .with_readiness(move || std::future::ready(keys.has_keys()))
         .with_descriptor_set(descriptors)
         .wrap_routes(move |local| RouteService::new(Edge::new(edge.clone(), local)))
         .serve(listeners, shutdown)

@@ -130,3 +130,70 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
     list(sign(&second, "k2")).await.unwrap();
     list(sign(&first, "k1")).await.unwrap();
 }
+
+/// The issuer is down while the gateway starts: the gateway runs, refuses every
+/// token and reports NOT_SERVING, then serves as soon as the JWKS answers.
+#[tokio::test]
+async fn a_gateway_started_while_the_jwks_url_is_down_waits_unready_and_recovers() {
+    let services = Services::start().await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let jwks = JwksServer::start("<html>503 Service Unavailable</html>".into()).await;
+    let url = jwks.url.clone();
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            adjust_auth: Box::new(move |auth| {
+                auth.jwks_file = None;
+                auth.jwks_url = Some(url);
+                auth.jwks_min_refresh_ms = 200;
+            }),
+            wait_until_ready: false,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let health = |name: &'static str| {
+        let admin = gateway.running.admin_addr;
+        async move {
+            let channel = suite_grpc::client::connect_insecure(admin).await.unwrap();
+            let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest { service: name.to_owned() })
+                .await
+                .unwrap();
+            reply.into_inner().status
+        }
+    };
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+    let token = sign_with(
+        Algorithm::ES256,
+        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+        Some("k1"),
+        &claims("ops", &["admin"]),
+    );
+    let list = || {
+        let mut users = gateway.users();
+        let token = token.clone();
+        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
+    };
+
+    assert_eq!(health("").await, NOT_SERVING, "ready without keys");
+    assert_eq!(health(suite_grpc::LIVENESS_SERVICE).await, SERVING);
+    assert_eq!(list().await.unwrap_err().code(), Code::Unauthenticated);
+    let metrics = gateway.running.metrics().await;
+    assert!(
+        metrics.contains(r#"gateway_auth_failures_total{reason="keys_unavailable"} 1"#),
+        "{metrics}"
+    );
+    let fetches_while_down = jwks.fetches();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(jwks.fetches() > fetches_while_down, "no retry while the issuer was down");
+
+    *jwks.document.lock().unwrap() = format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &key));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health("").await != SERVING {
+        assert!(std::time::Instant::now() < deadline, "never ready after the JWKS came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    list().await.unwrap();
+}

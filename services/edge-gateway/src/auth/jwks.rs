@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -170,6 +171,8 @@ fn digest(document: &[u8]) -> [u8; 32] {
 /// The current key set and the rules for refreshing it.
 pub struct KeyStore {
     current: ArcSwap<KeySet>,
+    /// A set has loaded (at start-up or since); until then readiness reports NOT_SERVING.
+    loaded: AtomicBool,
     source: JwksSource,
     min_refresh: Duration,
     /// Serialises fetches, and spaces out those an unknown kid asks for.
@@ -186,7 +189,11 @@ impl std::fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
-    /// Loads the first set; the gateway does not start without one.
+    /// Loads the first set. A file that does not load stops the start-up (it is
+    /// configuration). A URL that does not answer yet does not: an issuer that is down
+    /// while the gateway rolls out must not crash-loop it. The store then starts
+    /// empty, refuses every token, reports itself not loaded (readiness follows it)
+    /// and retries every `min_refresh` until a set loads.
     pub async fn load(
         source: JwksSource,
         min_refresh: Duration,
@@ -194,15 +201,34 @@ impl KeyStore {
         on_change: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Arc<Self>, String> {
         let failed = |error: String| format!("cannot load the JWKS ({source:?}): {error}");
-        let document = source.read().await.map_err(failed)?;
-        let first = KeySet::from_jwks(&document).map_err(|error| failed(error.to_string()))?;
-        tracing::info!(source = ?source, keys = first.len(), "JWKS loaded");
-        metrics.jwks_refresh(true);
+        let loaded = source.read().await.and_then(|document| {
+            let set = KeySet::from_jwks(&document).map_err(|error| error.to_string())?;
+            Ok((digest(&document), set))
+        });
+        let (digest, first) = match loaded {
+            Ok((digest, set)) => {
+                tracing::info!(source = ?source, keys = set.len(), "JWKS loaded");
+                metrics.jwks_refresh(true);
+                (Some(digest), set)
+            }
+            Err(error) if matches!(source, JwksSource::File(_)) => return Err(failed(error)),
+            Err(error) => {
+                metrics.jwks_refresh(false);
+                tracing::warn!(
+                    source = ?source,
+                    %error,
+                    retry_ms = min_refresh.as_millis(),
+                    "JWKS unavailable at start-up; refusing every token and reporting NOT_SERVING until it loads"
+                );
+                (None, KeySet::default())
+            }
+        };
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(first),
+            loaded: AtomicBool::new(digest.is_some()),
             last_fetch: tokio::sync::Mutex::new(LastFetch {
                 started: Instant::now(),
-                digest: digest(&document),
+                digest: digest.unwrap_or_default(),
             }),
             source,
             min_refresh,
@@ -211,22 +237,27 @@ impl KeyStore {
         }))
     }
 
+    /// Whether a key set has loaded since start-up (it stays loaded: later failures keep it).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
     pub fn current(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.current.load()
     }
 
-    /// Refreshes every `interval` while the store lives.
+    /// Refreshes every `interval` while the store lives; every `min_refresh` until a first set loads.
     pub fn refresh_every(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
+        let next = move |store: &Self| if store.is_loaded() { interval } else { store.min_refresh };
+        let mut wait = next(self);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
             loop {
-                ticker.tick().await;
+                tokio::time::sleep(wait).await;
                 let Some(store) = weak.upgrade() else { return };
                 let mut last_fetch = store.last_fetch.lock().await;
                 store.fetch(&mut last_fetch).await;
+                wait = next(&store);
             }
         });
     }
@@ -256,6 +287,7 @@ impl KeyStore {
                 tracing::info!(keys = set.len(), "JWKS changed; new keys in use");
                 last_fetch.digest = digest;
                 self.current.store(Arc::new(set));
+                self.loaded.store(true, Ordering::Release);
                 (self.on_change)();
             }
             Err(error) => {

@@ -34,6 +34,8 @@ pub enum AuthFailure {
     Oversized,
     Algorithm,
     UnknownKey,
+    /// No key set has loaded yet (the JWKS URL has not answered since start-up).
+    KeysUnavailable,
     Signature,
     Expired,
     NotYetValid,
@@ -50,6 +52,7 @@ impl AuthFailure {
             Self::Oversized => "oversized",
             Self::Algorithm => "algorithm",
             Self::UnknownKey => "unknown_key",
+            Self::KeysUnavailable => "keys_unavailable",
             Self::Signature => "signature",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
@@ -194,6 +197,11 @@ impl Authenticator {
         }))
     }
 
+    /// Whether tokens can be verified: false only while a JWKS URL has not answered since start-up.
+    pub fn has_keys(&self) -> bool {
+        self.keys.as_ref().is_none_or(|store| store.is_loaded())
+    }
+
     /// The verified token of a request, or why there is none.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<VerifiedToken>, AuthFailure> {
         let value = headers.get(http::header::AUTHORIZATION).ok_or(AuthFailure::Missing)?;
@@ -238,7 +246,11 @@ impl Authenticator {
                 store.refresh_for_unknown_kid().await;
             }
             let keys = store.current();
-            let key = keys.find(kid).ok_or(AuthFailure::UnknownKey)?;
+            let key = keys.find(kid).ok_or(if store.is_loaded() {
+                AuthFailure::UnknownKey
+            } else {
+                AuthFailure::KeysUnavailable
+            })?;
             if key.algorithm != header.alg {
                 return Err(AuthFailure::Algorithm);
             }

@@ -36,7 +36,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts a server and waits until it is ready (health "" SERVING).
     pub async fn start<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(Listeners, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self::start_waiting_for("", serve).await
+    }
+
+    /// Starts a server and waits until health `name` answers SERVING ("liveness": it runs, ready or not).
+    pub async fn start_waiting_for<F, Fut>(name: &str, serve: F) -> Self
     where
         F: FnOnce(Listeners, oneshot::Receiver<()>) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -54,15 +64,15 @@ impl Running {
             shutdown: Some(shutdown),
             task: Some(task),
         };
-        running.wait_until_serving().await;
+        running.wait_until_serving(name).await;
         running
     }
 
-    async fn wait_until_serving(&self) {
+    async fn wait_until_serving(&self, name: &str) {
         for _ in 0..200 {
             if let Ok(channel) = suite_grpc::client::connect_insecure(self.admin_addr).await {
                 let reply = tonic_health::pb::health_client::HealthClient::new(channel)
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .check(tonic_health::pb::HealthCheckRequest { service: name.to_owned() })
                     .await;
                 if reply.is_ok_and(|reply| reply.into_inner().status == 1) {
                     return;
@@ -359,6 +369,8 @@ pub struct GatewayOptions {
     pub order_address: Option<String>,
     pub adjust_auth: Box<dyn FnOnce(&mut AuthArgs) + Send>,
     pub server: ServerConfig,
+    /// Return once the gateway is ready (the default), or as soon as it runs.
+    pub wait_until_ready: bool,
 }
 
 impl Default for GatewayOptions {
@@ -372,6 +384,7 @@ impl Default for GatewayOptions {
             order_address: None,
             adjust_auth: Box::new(|_| {}),
             server: test_server_config(),
+            wait_until_ready: true,
         }
     }
 }
@@ -415,7 +428,12 @@ impl Gateway {
                 authz_policy: None,
             },
         };
-        let running = Running::start(move |listeners, stop| {
+        let wait_for = if options.wait_until_ready {
+            ""
+        } else {
+            suite_grpc::LIVENESS_SERVICE
+        };
+        let running = Running::start_waiting_for(wait_for, move |listeners, stop| {
             edge_gateway::app::serve(config, listeners, async {
                 let _ = stop.await;
             })
