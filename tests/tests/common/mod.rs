@@ -149,7 +149,7 @@ impl Server {
 
     /// Spawns `command` (which must serve on `grpc` and `admin`) and waits for its health.
     pub async fn spawn(name: &'static str, mut command: Command, grpc: SocketAddr, admin: SocketAddr, certs: Arc<DevCerts>) -> Self {
-        let server = Self {
+        let mut server = Self {
             child: command.spawn().unwrap(),
             grpc,
             admin,
@@ -160,8 +160,15 @@ impl Server {
         server
     }
 
-    async fn wait_until_serving(&self) {
-        for _ in 0..200 {
+    /// Start-up is not what these tests measure: a debug build migrating its database on a
+    /// machine busy with the rest of the suite can take seconds, so the wait is generous,
+    /// and a process that exits says so at once instead of timing out.
+    async fn wait_until_serving(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited during start-up with {status}", self.name);
+            }
             if let Ok(channel) = suite_grpc::client::connect_insecure(self.admin).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
