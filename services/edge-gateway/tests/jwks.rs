@@ -57,6 +57,19 @@ impl JwksServer {
         Self { url, document, fetches }
     }
 
+    /// A gateway taking its keys from this server, fetching at most once per `min_refresh_ms`.
+    fn gateway_options(&self, min_refresh_ms: u64) -> GatewayOptions {
+        let url = self.url.clone();
+        GatewayOptions {
+            adjust_auth: Box::new(move |auth| {
+                auth.jwks_file = None;
+                auth.jwks_url = Some(url);
+                auth.jwks_min_refresh_ms = min_refresh_ms;
+            }),
+            ..GatewayOptions::default()
+        }
+    }
+
     fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
@@ -77,19 +90,7 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
     let first = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let second = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let jwks = JwksServer::start(format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &first))).await;
-    let url = jwks.url.clone();
-    let gateway = Gateway::start_with(
-        &services,
-        GatewayOptions {
-            adjust_auth: Box::new(move |auth| {
-                auth.jwks_file = None;
-                auth.jwks_url = Some(url);
-                auth.jwks_min_refresh_ms = 1_000;
-            }),
-            ..GatewayOptions::default()
-        },
-    )
-    .await;
+    let gateway = Gateway::start_with(&services, jwks.gateway_options(1_000)).await;
     assert_eq!(jwks.fetches(), 1, "loaded once at start-up");
     let sign = |key: &rcgen::KeyPair, kid: &str| {
         let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
@@ -138,17 +139,11 @@ async fn a_gateway_started_while_the_jwks_url_is_down_waits_unready_and_recovers
     let services = Services::start().await;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let jwks = JwksServer::start("<html>503 Service Unavailable</html>".into()).await;
-    let url = jwks.url.clone();
     let gateway = Gateway::start_with(
         &services,
         GatewayOptions {
-            adjust_auth: Box::new(move |auth| {
-                auth.jwks_file = None;
-                auth.jwks_url = Some(url);
-                auth.jwks_min_refresh_ms = 200;
-            }),
             wait_until_ready: false,
-            ..GatewayOptions::default()
+            ..jwks.gateway_options(200)
         },
     )
     .await;
