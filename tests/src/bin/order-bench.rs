@@ -60,7 +60,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use suite_devcerts::dev_set::OPERATOR_NAME;
-use suite_grpc::client::{Attempt, ClientMetrics, Deadline, Dependency, DependencyConfig, Idempotency};
+use suite_grpc::client::{Attempt, ClientMetrics, Deadline, Dependency, DependencyConfig, Idempotency, TracedChannel};
 use suite_proto::suite::order::v1 as order_pb;
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
@@ -460,7 +460,7 @@ async fn isolated_cost(config: &DependencyConfig) -> anyhow::Result<IsolatedCost
             let timeout = deadline.remaining();
             std::hint::black_box(
                 attempt(Attempt {
-                    channel: channel.clone(),
+                    channel: TracedChannel::new(channel.clone(), USER_SERVICE),
                     timeout,
                 })
                 .await?,

@@ -24,6 +24,7 @@ use tonic::{Code, Status};
 use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 use super::budget::RetryBudget;
 use super::deadline::Deadline;
+use super::traced::TracedChannel;
 
 /// Every threshold of the client stack; the defaults are what the services ship with.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +77,10 @@ pub enum Idempotency {
     NotIdempotent,
 }
 
-/// What one attempt gets: the channel and the time it may take.
+/// What one attempt gets: the channel (which carries the trace context) and the time it may take.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub channel: Channel,
+    pub channel: TracedChannel,
     pub timeout: Duration,
 }
 
@@ -263,7 +264,7 @@ impl Resilience {
 #[derive(Debug, Clone)]
 pub struct Dependency {
     resilience: Resilience,
-    channel: Channel,
+    channel: TracedChannel,
 }
 
 impl Dependency {
@@ -271,7 +272,7 @@ impl Dependency {
     pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
         Self {
             resilience: Resilience::new(name, config, metrics),
-            channel,
+            channel: TracedChannel::new(channel, name),
         }
     }
 

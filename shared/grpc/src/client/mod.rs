@@ -5,6 +5,7 @@ mod breaker;
 mod budget;
 mod deadline;
 mod dependency;
+mod traced;
 mod window;
 
 use std::fmt::Display;
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use deadline::Deadline;
 pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
+pub use traced::{ClientCallSpan, TracedChannel};
 
 /// Connects over mutual TLS to `addr` (`host:port`), which must present the connector's expected identity.
 pub async fn connect_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
