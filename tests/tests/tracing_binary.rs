@@ -2,7 +2,8 @@
 //! service) with trace export to a real OTLP/gRPC receiver: one trace, with
 //! server and client spans on every hop linked parent to child, the RPC
 //! semantic-convention attributes, cache and database spans, and the same
-//! trace id in the log lines every hop wrote.
+//! trace id in the log lines every hop wrote. A collector that is down or hung
+//! costs requests nothing, and shutdown stays bounded.
 
 #![allow(clippy::unwrap_used)]
 
@@ -368,4 +369,104 @@ async fn an_untrusted_clients_trace_context_is_not_continued() {
         user_server.trace_id, gateway_server.trace_id,
         "the gateway's own trace reaches the user service"
     );
+}
+
+/// A user service exporting to `endpoint` (or not exporting at all), stdout discarded.
+async fn user_service_exporting_to(endpoint: Option<&str>, data_dir: &Path) -> Server {
+    let certs = DevCerts::issue();
+    let (grpc, admin) = (free_addr(), free_addr());
+    let mut command = Server::service_command(grpc, admin, "user-service", &certs, data_dir, None);
+    command
+        .args(["--log-filter", "warn"])
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env("OTEL_TRACES_SAMPLER", "always_on")
+        // A small queue that fills at once, short export attempts, a one-second flush bound.
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+        .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "32")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
+        .env("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000")
+        .stdout(Stdio::null());
+    match endpoint {
+        Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    };
+    Server::spawn("user-service", command, grpc, admin, certs).await
+}
+
+/// Median and worst latency of `calls` cache-hit GetUser calls, every one of which must succeed.
+async fn get_user_latencies(server: &Server, calls: usize) -> (Duration, Duration) {
+    use suite_proto::suite::user::v1 as pb;
+    use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
+
+    let mut client = UserServiceClient::new(server.channel().await);
+    let user = client
+        .create_user(pb::CreateUserRequest {
+            email: "latency@example.com".into(),
+            display_name: "Latency".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let mut latencies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = std::time::Instant::now();
+        client.get_user(pb::GetUserRequest { id: user.id.clone() }).await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    (latencies[calls / 2], latencies[calls - 1])
+}
+
+/// SIGTERM, then the time until the process has exited (it must exit 0).
+fn time_to_exit(server: &mut Server) -> Duration {
+    let started = std::time::Instant::now();
+    server.terminate();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_stays_bounded() {
+    let data = tempfile::tempdir().unwrap();
+    // Down: nothing listens on the port. Hung: the kernel accepts the connection, nobody ever answers.
+    let down = free_addr();
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_endpoint = format!("http://{}", hung.local_addr().unwrap());
+
+    let mut untraced = user_service_exporting_to(None, &data.path().join("untraced")).await;
+    let (baseline_median, _) = get_user_latencies(&untraced, 300).await;
+    let untraced_exit = time_to_exit(&mut untraced);
+
+    for endpoint in [format!("http://{down}"), hung_endpoint] {
+        let data_dir = data.path().join(endpoint.replace([':', '/'], "_"));
+        let mut server = user_service_exporting_to(Some(&endpoint), &data_dir).await;
+        // Far more spans than the queue holds: the overflow is dropped, nothing waits.
+        let (median, worst) = get_user_latencies(&server, 300).await;
+        assert!(
+            median <= baseline_median * 3 + Duration::from_millis(2),
+            "collector at {endpoint}: median {median:?} against {baseline_median:?} without export"
+        );
+        // An export attempt takes up to 2 s; no request may have waited for one.
+        assert!(
+            worst < Duration::from_millis(500),
+            "collector at {endpoint}: slowest call {worst:?}"
+        );
+        // Shutdown gives the flush one second (TELEMETRY_SHUTDOWN_TIMEOUT_MS), then leaves.
+        let exit = time_to_exit(&mut server);
+        assert!(
+            exit < untraced_exit + Duration::from_secs(3),
+            "collector at {endpoint}: exit took {exit:?} (without export {untraced_exit:?})"
+        );
+    }
+    drop(hung);
 }
