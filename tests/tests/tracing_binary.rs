@@ -39,7 +39,7 @@ fn export_env(command: &mut Command, receiver: &OtlpReceiver) {
 /// The three binaries exporting to `receiver`, each writing its JSON logs to a file.
 struct TracedSuite {
     gateway: Server,
-    _orders: Server,
+    orders: Server,
     _users: Server,
     certs: Arc<DevCerts>,
     data: tempfile::TempDir,
@@ -103,7 +103,7 @@ impl TracedSuite {
         let gateway = Server::spawn("edge-gateway", command, grpc, admin, certs.clone()).await;
         Self {
             gateway,
-            _orders: orders,
+            orders,
             _users: users,
             certs,
             data,
@@ -322,6 +322,28 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
     assert!(
         select.attributes.keys().all(|key| key != "id" && key != "user_id"),
         "no bound values on database spans: {select:#?}"
+    );
+
+    // The order service's latency histogram links the call's bucket to the trace.
+    let metrics = suite_testkit::scrape_metrics(suite.orders.admin).await;
+    let exemplar = format!("# {{trace_id=\"{CLIENT_TRACE_ID}\"}}");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("rpc_server_call_duration_seconds_bucket")
+                && line.contains(r#"rpc_method="CreateOrder""#)
+                && line.contains(&exemplar)),
+        "an exemplar with the trace id on a CreateOrder bucket:\n{metrics}"
+    );
+    assert!(metrics.contains("suite_build_info{version="), "{metrics}");
+    // Its call to the user service, timed on the client side: exactly one, answered OK.
+    assert_eq!(
+        suite_testkit::metric_value(
+            &metrics,
+            r#"rpc_client_call_duration_seconds_count{dependency="user-service",rpc_service="suite.user.v1.UserService",rpc_method="GetUser",rpc_grpc_status_code="0"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
     );
 
     // Every hop's log lines for the call carry the trace id, and the request id travelled with it.

@@ -215,6 +215,11 @@ impl GrpcServer {
         };
         let trace = TraceLayer::new(self.remote_trace_context, known_paths.iter().cloned());
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
+        self.registry.register(
+            "suite_build",
+            "The running build: its version (always 1).",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         let health = Health {
             reporter: self.health_reporter.clone(),
             service_names: self.service_names.clone(),
