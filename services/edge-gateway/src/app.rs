@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use suite_grpc::layers::trace::RemoteTraceContext;
 use suite_grpc::process::UsageError;
 use suite_grpc::{GrpcServer, Listeners, RouteService, Transport, shutdown_signal};
 use suite_tls::{Credentials, ListenerCredentials, ListenerPaths, MtlsConnector, ServerTls, TransportMode};
@@ -52,7 +53,12 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         }
     };
 
-    let mut server = GrpcServer::new(config.server.clone(), transport);
+    let remote_trace_context = if config.trust_client_trace_context {
+        RemoteTraceContext::Trust
+    } else {
+        RemoteTraceContext::Ignore
+    };
+    let mut server = GrpcServer::new(config.server.clone(), transport).with_remote_trace_context(remote_trace_context);
     let registry = server.metrics_registry();
     let metrics = GatewayMetrics::register(registry);
     if let Some(identity) = &identity {

@@ -79,6 +79,13 @@ pub struct ServeConfig {
     #[arg(long, env = "GATEWAY_ROUTES")]
     pub routes: Option<PathBuf>,
 
+    /// Continue the trace of a client that sends W3C `traceparent` / `tracestate` /
+    /// `baggage`. Off by default: a client's context is dropped and every call starts
+    /// a new trace, so outsiders cannot join, force the sampling of, or pollute our traces.
+    /// Turn it on when the clients are your own (a trusted front proxy or app).
+    #[arg(long, env = "TRUST_CLIENT_TRACE_CONTEXT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub trust_client_trace_context: bool,
+
     #[command(flatten)]
     pub listener: ListenerArgs,
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
-use suite_grpc::client::AdmittedCall;
+use suite_grpc::client::{AdmittedCall, ClientCallSpan};
 use tonic::Code;
 use tonic::body::Body;
 
@@ -66,6 +66,16 @@ impl Proxy {
                 status,
             }
         })?;
+        // With tracing on: the upstream call's client span, whose context the upstream continues.
+        let mut span = ClientCallSpan::start(parts.uri.path(), upstream.name);
+        if let Some(span) = &span {
+            span.inject(&mut parts.headers);
+        }
+        let mut finish_span = |code: Code| {
+            if let Some(span) = span.as_mut() {
+                span.finish(code);
+            }
+        };
         let oversized = Arc::new(AtomicU64::new(0));
         let body = Body::new(MessageLimit {
             inner: body,
@@ -88,9 +98,11 @@ impl Proxy {
                 if size > 0 {
                     // We cut the request off; the upstream is not to blame.
                     drop(admitted);
+                    finish_span(Code::ResourceExhausted);
                     return Err(too_large(size));
                 }
                 admitted.finish(Code::Unavailable);
+                finish_span(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
                 tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
                 Err(GatewayError::UpstreamUnavailable {
@@ -102,17 +114,20 @@ impl Proxy {
                 let size = oversized.load(Ordering::Relaxed);
                 if size > 0 {
                     drop(admitted);
+                    finish_span(Code::ResourceExhausted);
                     return Err(too_large(size));
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
                     admitted.finish(code);
+                    finish_span(code);
                     return Ok(response);
                 }
                 let (parts, body) = response.into_parts();
                 let body = Body::new(ReportOutcome {
                     inner: body,
                     admitted: Some(admitted),
+                    span,
                 });
                 Ok(http::Response::from_parts(parts, body))
             }
@@ -229,17 +244,22 @@ impl http_body::Body for MessageLimit {
 }
 
 /// The response body on its way to the client; its trailers' `grpc-status`
-/// is the call's outcome for the upstream's circuit breaker. Dropped before
-/// the end (the client went away), it reports nothing.
+/// is the call's outcome for the upstream's circuit breaker and ends the
+/// upstream call's span. Dropped before the end (the client went away), it
+/// reports nothing to the breaker and ends the span as CANCELLED.
 struct ReportOutcome {
     inner: Body,
     admitted: Option<AdmittedCall>,
+    span: Option<ClientCallSpan>,
 }
 
 impl ReportOutcome {
     fn finish(&mut self, code: Code) {
         if let Some(admitted) = self.admitted.take() {
             admitted.finish(code);
+        }
+        if let Some(mut span) = self.span.take() {
+            span.finish(code);
         }
     }
 }

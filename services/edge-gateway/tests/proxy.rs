@@ -121,6 +121,7 @@ async fn start() -> EchoSetup {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         worker_threads: 1,
+        trust_client_trace_context: false,
         routes: Some(routes),
         listener: ListenerArgs::default(),
         auth: auth_args(&keys),

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use order_service::config::Cli;
-use suite_grpc::process::{exit_code, parse_cli};
+use suite_grpc::process::{exit_code, parse_cli, start_telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -9,6 +9,11 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    suite_telemetry::init_logging("order-service", cli.logging.log_format, &cli.logging.log_filter);
-    exit_code("order-service", order_service::app::run(cli.command).await)
+    let telemetry = match start_telemetry("order-service", &cli.logging) {
+        Ok(telemetry) => telemetry,
+        Err(code) => return code,
+    };
+    let outcome = order_service::app::run(cli.command).await;
+    telemetry.shutdown();
+    exit_code("order-service", outcome)
 }

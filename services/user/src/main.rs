@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use suite_grpc::process::{exit_code, parse_cli};
+use suite_grpc::process::{exit_code, parse_cli, start_telemetry};
 use user_service::config::Cli;
 
 #[tokio::main]
@@ -9,6 +9,11 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    suite_telemetry::init_logging("user-service", cli.logging.log_format, &cli.logging.log_filter);
-    exit_code("user-service", user_service::app::run(cli.command).await)
+    let telemetry = match start_telemetry("user-service", &cli.logging) {
+        Ok(telemetry) => telemetry,
+        Err(code) => return code,
+    };
+    let outcome = user_service::app::run(cli.command).await;
+    telemetry.shutdown();
+    exit_code("user-service", outcome)
 }

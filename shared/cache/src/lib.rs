@@ -33,6 +33,7 @@ use prometheus_client::registry::Registry;
 use rand::Rng;
 use suite_telemetry::RateLimitedLog;
 use tokio::sync::OnceCell;
+use tracing::Instrument as _;
 
 /// Cache settings shared by every service (each picks its own key namespace).
 #[derive(Debug, Clone, clap::Args)]
@@ -378,7 +379,10 @@ impl<V: Cacheable> Cache<V> {
     pub async fn invalidate(&self, key: &str) {
         let full_key = self.full_key(key);
         self.lock_flights().remove(&full_key);
-        if let Err(error) = self.backend.delete(std::slice::from_ref(&full_key)).await {
+        let span = self.span("DEL");
+        let deleted = self.backend.delete(std::slice::from_ref(&full_key)).instrument(span.clone()).await;
+        span.record("cache.outcome", if deleted.is_ok() { "deleted" } else { "error" });
+        if let Err(error) = deleted {
             self.record_error(Operation::Delete, &error);
             let mut pending = self.lock_pending();
             if pending.len() >= MAX_PENDING_INVALIDATIONS {
@@ -422,28 +426,66 @@ impl<V: Cacheable> Cache<V> {
     }
 
     async fn lookup(&self, full_key: &str) -> Option<V> {
+        let span = self.span("GET");
+        let (value, outcome) = self.lookup_untraced(full_key).instrument(span.clone()).await;
+        span.record("cache.outcome", outcome);
+        value
+    }
+
+    /// The value, and what happened: `hit`, `miss`, `error` or `skipped` (Redis paused after an error).
+    async fn lookup_untraced(&self, full_key: &str) -> (Option<V>, &'static str) {
         if self.backend.reads_paused() || !self.settle_pending_invalidations().await {
-            return None;
+            return (None, "skipped");
         }
         let found = match self.backend.get(full_key).await {
             Ok(found) => found,
             Err(error) => {
                 self.record_error(Operation::Get, &error);
-                return None;
+                return (None, "error");
             }
         };
         let value = found.and_then(|bytes| V::from_bytes(&bytes));
-        self.count_lookup(if value.is_some() { "hit" } else { "miss" });
-        value
+        let outcome = if value.is_some() { "hit" } else { "miss" };
+        self.count_lookup(outcome);
+        (value, outcome)
+    }
+
+    /// A client span for one cache operation when this process exports traces
+    /// (a disabled span otherwise, which costs next to nothing on a hot read).
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        if !suite_telemetry::tracing_enabled() {
+            return tracing::Span::none();
+        }
+        let backend = self.backend.name();
+        tracing::info_span!(
+            "cache",
+            otel.name = %format_args!("cache {operation}"),
+            otel.kind = "client",
+            db.system = backend,
+            db.operation.name = operation,
+            cache.name = %self.namespace,
+            cache.outcome = tracing::field::Empty,
+        )
     }
 
     async fn store(&self, full_key: &str, value: &V) {
         if self.backend.reads_paused() || !self.lock_pending().is_empty() {
             return;
         }
-        if let Err(error) = self.backend.set(full_key, value.to_bytes(), self.jittered_ttl()).await {
-            self.record_error(Operation::Set, &error);
-        }
+        let span = self.span("SET");
+        let outcome = match self
+            .backend
+            .set(full_key, value.to_bytes(), self.jittered_ttl())
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => "stored",
+            Err(error) => {
+                self.record_error(Operation::Set, &error);
+                "error"
+            }
+        };
+        span.record("cache.outcome", outcome);
     }
 
     fn jittered_ttl(&self) -> Duration {

@@ -244,6 +244,16 @@ impl Collector for PoolMetrics {
     }
 }
 
+/// The OpenTelemetry `db.system` of a connection, for database spans.
+/// Spans name the operation and table only, never a statement's bound values.
+pub fn system_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "postgresql",
+        sea_orm::DatabaseBackend::Sqlite => "sqlite",
+        sea_orm::DatabaseBackend::MySql => "mysql",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

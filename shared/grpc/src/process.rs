@@ -21,6 +21,19 @@ pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
     })
 }
 
+/// Installs logs and trace export for `service` from its logging flags and the
+/// `OTEL_*` environment; a bad setting prints why and gives exit status 64.
+pub fn start_telemetry(service: &'static str, logging: &suite_telemetry::LoggingArgs) -> Result<suite_telemetry::Telemetry, ExitCode> {
+    let config = suite_telemetry::TracingConfig::from_process_env(service).map_err(|error| {
+        eprintln!("{service}: {error}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    suite_telemetry::init(service, logging, &config).map_err(|error| {
+        eprintln!("{service}: {error}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Configuration that parsed but cannot work (a routes file naming one
 /// service twice, say); the process exits 64 as for a bad flag.
 #[derive(Debug, thiserror::Error)]

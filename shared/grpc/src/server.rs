@@ -7,6 +7,9 @@
 //! down in the order a rolling update needs:
 //! signal -> NOT_SERVING -> stop accepting -> drain (bounded) -> return.
 //!
+//! Every call gets a server span (continued from the caller's trace context)
+//! and an `x-request-id` before anything else runs (see [`crate::layers::trace`]).
+//!
 //! With mutual TLS the gRPC port terminates TLS itself (see [`crate::connection`])
 //! and every request passes the authorization policy before its handler runs.
 
@@ -36,6 +39,7 @@ use crate::connection::incoming;
 use crate::layers::authz::AuthorizationLayer;
 use crate::layers::limit::ConcurrencyLimitLayer;
 use crate::layers::metrics::{RpcMetricsLayer, RpcServerMetrics};
+use crate::layers::trace::{RemoteTraceContext, TraceLayer};
 use crate::security::Transport;
 
 /// Health service name a liveness probe asks for. It stays SERVING while the
@@ -98,6 +102,7 @@ pub struct GrpcServer {
     health_service: HealthServer<HealthService>,
     readiness: Option<ReadinessCheck>,
     route_wrapper: Option<RouteWrapper>,
+    remote_trace_context: RemoteTraceContext,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -124,6 +129,7 @@ impl GrpcServer {
             health_service,
             readiness: None,
             route_wrapper: None,
+            remote_trace_context: RemoteTraceContext::Trust,
         }
     }
 
@@ -165,6 +171,13 @@ impl GrpcServer {
         self
     }
 
+    /// Whether callers' W3C trace context is continued (the default: callers
+    /// are services behind mutual TLS) or ignored (an edge facing the internet).
+    pub fn with_remote_trace_context(mut self, remote: RemoteTraceContext) -> Self {
+        self.remote_trace_context = remote;
+        self
+    }
+
     /// Puts `wrapper`'s service between the harness's layers (metrics, authorization,
     /// load shedding) and the routes: the edge gateway authenticates, rate limits
     /// and proxies there, and hands health and reflection to the routes it is given.
@@ -200,7 +213,13 @@ impl GrpcServer {
             Some(tls) => tls.describe(),
             None => "INSECURE plaintext".to_owned(),
         };
+        let trace = TraceLayer::new(self.remote_trace_context, known_paths.iter().cloned());
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
+        self.registry.register(
+            "suite_build",
+            "The running build: its version (always 1).",
+            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         let health = Health {
             reporter: self.health_reporter.clone(),
             service_names: self.service_names.clone(),
@@ -231,6 +250,7 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
             .layer(
                 ServiceBuilder::new()
+                    .layer(trace)
                     .layer(RpcMetricsLayer::new(metrics))
                     .layer(authorization)
                     .layer(ConcurrencyLimitLayer::new(config.max_concurrent_requests))

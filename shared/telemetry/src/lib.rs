@@ -1,19 +1,34 @@
-//! Logging shared by every binary of the suite.
+//! Logs and traces shared by every binary of the suite.
 //!
 //! JSON lines by default (what log pipelines ingest), human-readable text for a
 //! developer's terminal. Every line carries the service name so logs from all
-//! binaries can be mixed in one stream.
+//! binaries can be mixed in one stream, and, inside a traced request, the
+//! `trace_id` and `span_id` of the span it was written in.
+//!
+//! Traces: `tracing` spans become OpenTelemetry spans exported over OTLP/gRPC
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TracingConfig`]); without it no
+//! exporter exists and no span is built for export.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod export;
+pub mod propagation;
+mod tracing_config;
 
 use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub use tracing_config::{SamplerConfig, TracingConfig};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,17 +64,36 @@ pub struct LoggingArgs {
     pub log_filter: String,
 }
 
-/// Installs the global subscriber for a binary.
+/// Installs logging and, when a collector is configured, trace export, as the
+/// global subscriber of a binary. Keep the returned [`Telemetry`] until the
+/// end of `main` and call [`Telemetry::shutdown`] there, so the last spans leave.
 ///
-/// `filter` uses the `RUST_LOG` syntax (for example `info,sqlx=warn`). Calling it
-/// twice is harmless: the second call keeps the first subscriber, which is what
-/// test binaries that start several servers need.
-pub fn init_logging(service: &'static str, format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = match format {
-        LogFormat::Json => tracing_subscriber::fmt()
+/// `filter` uses the `RUST_LOG` syntax (for example `info,sqlx=warn`) and
+/// chooses log lines only: spans at INFO and above are exported whatever it says.
+pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &TracingConfig) -> Result<Telemetry, TelemetryError> {
+    let exporter = match &tracing_config.endpoint {
+        Some(_) => Some(export::TraceExport::start(tracing_config)?),
+        None => None,
+    };
+    let otel_layer = exporter.as_ref().map(|export| {
+        tracing_opentelemetry::layer()
+            .with_tracer(export.tracer())
+            // Per-span bookkeeping the suite does not read; off to keep spans cheap.
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                if metadata.is_span() {
+                    *metadata.level() <= tracing::Level::INFO
+                } else {
+                    *metadata.level() <= tracing::Level::WARN
+                }
+            }))
+    });
+    let filter = EnvFilter::try_new(&logging.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = match logging.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_env_filter(filter)
             .event_format(WithService {
                 service,
                 inner: tracing_subscriber::fmt::format()
@@ -68,17 +102,68 @@ pub fn init_logging(service: &'static str, format: LogFormat, filter: &str) {
                     .with_current_span(true)
                     .with_span_list(false),
             })
-            .try_init(),
-        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
     };
-    if result.is_ok() {
-        tracing::debug!("logging initialised");
+    let installed = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok();
+    if installed {
+        if exporter.is_some() {
+            TRACING_ENABLED.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(tracing = exporter.is_some(), "telemetry initialised");
+    }
+    Ok(Telemetry {
+        export: exporter.filter(|_| installed),
+    })
+}
+
+/// Logging only, no trace export; calling it twice keeps the first subscriber.
+pub fn init_logging(service: &'static str, format: LogFormat, filter: &str) {
+    let logging = LoggingArgs {
+        log_format: format,
+        log_filter: filter.to_owned(),
+    };
+    // Without an endpoint nothing can fail.
+    let _ = init(service, &logging, &TracingConfig::disabled(service));
+}
+
+/// Whether spans are being exported by this process. Hot paths (the gateway's
+/// proxy) skip building spans when they are not.
+pub fn tracing_enabled() -> bool {
+    TRACING_ENABLED.load(Ordering::Relaxed)
+}
+
+static TRACING_ENABLED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot start trace export: {0}")]
+    Export(String),
+}
+
+/// The running telemetry of a process.
+#[derive(Debug)]
+pub struct Telemetry {
+    export: Option<export::TraceExport>,
+}
+
+impl Telemetry {
+    /// Sends the spans still queued, waiting at most the configured shutdown
+    /// timeout (`TELEMETRY_SHUTDOWN_TIMEOUT_MS`): a collector that is down must
+    /// not hold up a pod's exit.
+    pub fn shutdown(self) {
+        TRACING_ENABLED.store(false, Ordering::Relaxed);
+        if let Some(export) = self.export {
+            export.shutdown();
+        }
     }
 }
 
-/// Puts `"service":"<name>"` first in every JSON line. Spans cannot carry it:
-/// tonic serves each connection on its own task, outside any span a binary
-/// enters at start-up.
+/// Puts `"service":"<name>"` first in every JSON line, then the current trace
+/// and span ids when the line is written inside a traced span. Spans cannot
+/// carry the service name: tonic serves each connection on its own task,
+/// outside any span a binary enters at start-up.
 struct WithService<F> {
     service: &'static str,
     inner: F,
@@ -93,9 +178,22 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = String::with_capacity(256);
         self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        match line.strip_prefix('{') {
-            Some(rest) => write!(writer, "{{\"service\":\"{}\",{rest}", self.service),
-            None => writer.write_str(&line),
+        let Some(rest) = line.strip_prefix('{') else {
+            return writer.write_str(&line);
+        };
+        // The span entered around this event activated its OpenTelemetry context.
+        let ids = opentelemetry::Context::map_current(|context| {
+            let span = context.span();
+            let ids = span.span_context();
+            ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
+        });
+        match ids {
+            Some((trace_id, span_id)) => write!(
+                writer,
+                "{{\"service\":\"{}\",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}",
+                self.service
+            ),
+            None => write!(writer, "{{\"service\":\"{}\",{rest}", self.service),
         }
     }
 }

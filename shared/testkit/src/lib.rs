@@ -12,10 +12,12 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database};
 
 mod db;
+pub mod otlp;
 pub mod pki;
 mod proxy;
 
 pub use db::{TestDb, assert_field_status, assert_violation};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};
 

@@ -60,7 +60,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use suite_devcerts::dev_set::OPERATOR_NAME;
-use suite_grpc::client::{Attempt, ClientMetrics, Deadline, Dependency, DependencyConfig, Idempotency};
+use suite_grpc::client::{Attempt, ClientMetrics, Deadline, Dependency, DependencyConfig, Idempotency, TracedChannel};
 use suite_proto::suite::order::v1 as order_pb;
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
@@ -450,7 +450,8 @@ async fn isolated_cost(config: &DependencyConfig) -> anyhow::Result<IsolatedCost
     );
     // Never dialled: the attempt below does not use its channel.
     let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-    let dependency = Dependency::new(USER_SERVICE, channel.clone(), config.clone(), &ClientMetrics::default());
+    let metrics = ClientMetrics::default();
+    let dependency = Dependency::new(USER_SERVICE, channel.clone(), config.clone(), &metrics);
     let attempt = |attempt: Attempt| async move { Ok::<_, tonic::Status>(std::hint::black_box(attempt.timeout)) };
     let (mut direct, mut stack) = (Vec::new(), Vec::new());
     for _ in 0..IsolatedCost::ROUNDS {
@@ -460,7 +461,7 @@ async fn isolated_cost(config: &DependencyConfig) -> anyhow::Result<IsolatedCost
             let timeout = deadline.remaining();
             std::hint::black_box(
                 attempt(Attempt {
-                    channel: channel.clone(),
+                    channel: TracedChannel::new(channel.clone(), USER_SERVICE, &metrics),
                     timeout,
                 })
                 .await?,

@@ -122,29 +122,35 @@ impl Server {
         extra: &[&str],
     ) -> Self {
         let admin = free_addr();
+        let mut command = Self::service_command(grpc, admin, name, &certs, data_dir, database_url);
+        command.args(["--log-filter", "warn"]).args(extra).stdout(Stdio::null());
+        Self::spawn(name, command, grpc, admin, certs).await
+    }
+
+    /// `name serve` on `grpc` and `admin` with its dev certificate and policy, its
+    /// SQLite file under `data_dir` unless `database_url` is given; the caller adds
+    /// the log filter, further flags and where stdout goes.
+    pub fn service_command(
+        grpc: SocketAddr,
+        admin: SocketAddr,
+        name: &'static str,
+        certs: &DevCerts,
+        data_dir: &Path,
+        database_url: Option<&str>,
+    ) -> Command {
         let mut command = Command::new(workspace_binary(name));
         certs.server_env(&mut command, name);
         command
-            .args([
-                "serve",
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-                "--log-filter",
-                "warn",
-            ])
-            .args(extra)
+            .args(["serve", "--grpc-addr", &grpc.to_string(), "--admin-addr", &admin.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
         }
-        Self::spawn(name, command, grpc, admin, certs).await
+        command
     }
 
     /// Spawns `command` (which must serve on `grpc` and `admin`) and waits for its health.

@@ -410,6 +410,7 @@ impl Gateway {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             worker_threads: 1,
+            trust_client_trace_context: false,
             routes: Some(services.routes_file(dir.path(), options.order_address.as_deref())),
             listener: ListenerArgs {
                 listener_tls_cert: Some(listener.cert),

@@ -16,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
@@ -24,6 +25,7 @@ use tonic::{Code, Status};
 use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
 use super::budget::RetryBudget;
 use super::deadline::Deadline;
+use super::traced::TracedChannel;
 
 /// Every threshold of the client stack; the defaults are what the services ship with.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +78,10 @@ pub enum Idempotency {
     NotIdempotent,
 }
 
-/// What one attempt gets: the channel and the time it may take.
+/// What one attempt gets: the channel (which carries the trace context) and the time it may take.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub channel: Channel,
+    pub channel: TracedChannel,
     pub timeout: Duration,
 }
 
@@ -103,19 +105,48 @@ struct RejectionLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ClientCallLabels {
+    pub(crate) dependency: &'static str,
+    pub(crate) rpc_service: String,
+    pub(crate) rpc_method: String,
+    pub(crate) rpc_grpc_status_code: i32,
+}
+
+/// Client call latency buckets in seconds, the server side's.
+const CLIENT_DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The client stack's metric families, registered once per registry and
 /// shared by every dependency (each labels its own series).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientMetrics {
+    pub(crate) call_duration: Family<ClientCallLabels, Histogram>,
     attempts: Family<DependencyLabels, Counter>,
     retries: Family<DependencyLabels, Counter>,
     rejected: Family<RejectionLabels, Counter>,
     circuit_state: Family<DependencyLabels, Gauge>,
 }
 
+impl Default for ClientMetrics {
+    fn default() -> Self {
+        Self {
+            call_duration: Family::new_with_constructor(|| Histogram::new(CLIENT_DURATION_BUCKETS)),
+            attempts: Family::default(),
+            retries: Family::default(),
+            rejected: Family::default(),
+            circuit_state: Family::default(),
+        }
+    }
+}
+
 impl ClientMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        registry.register(
+            "rpc_client_call_duration_seconds",
+            "Duration of calls to other services, by dependency, method and status code (one observation per attempt).",
+            metrics.call_duration.clone(),
+        );
         registry.register(
             "client_attempts",
             "Outgoing call attempts to a dependency, retries included.",
@@ -263,7 +294,7 @@ impl Resilience {
 #[derive(Debug, Clone)]
 pub struct Dependency {
     resilience: Resilience,
-    channel: Channel,
+    channel: TracedChannel,
 }
 
 impl Dependency {
@@ -271,7 +302,7 @@ impl Dependency {
     pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
         Self {
             resilience: Resilience::new(name, config, metrics),
-            channel,
+            channel: TracedChannel::new(channel, name, metrics),
         }
     }
 

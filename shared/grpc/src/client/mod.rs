@@ -5,6 +5,7 @@ mod breaker;
 mod budget;
 mod deadline;
 mod dependency;
+mod traced;
 mod window;
 
 use std::fmt::{self, Display};
@@ -16,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use deadline::Deadline;
 pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
+pub use traced::{ClientCallSpan, TracedChannel};
 
 /// Where a dependency listens: `host:port`, the host a DNS name (resolved at each
 /// connection, so a Kubernetes Service name follows the Service) or an IP literal

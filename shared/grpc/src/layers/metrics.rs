@@ -4,6 +4,9 @@
 //! The status of a normal reply travels in the trailers, so the recorder rides
 //! along in the response body and records when the trailers pass, or on drop
 //! (a client that went away is counted as CANCELLED).
+//!
+//! When the process exports traces, each observation carries the call's trace
+//! id as an OpenMetrics exemplar, so a latency bucket links to a trace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +15,11 @@ use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt};
 use http::HeaderMap;
+use opentelemetry::trace::TraceContextExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tonic::Code;
 use tower::{Layer, Service};
@@ -43,10 +47,34 @@ struct CallLabels {
     rpc_grpc_status_code: i32,
 }
 
+/// The exemplar of a duration observation: the trace it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TraceExemplar {
+    trace_id: String,
+}
+
+impl TraceExemplar {
+    /// The sampled trace of the span entered around the caller, if traces are exported.
+    fn current() -> Option<Self> {
+        if !suite_telemetry::tracing_enabled() {
+            return None;
+        }
+        opentelemetry::Context::map_current(|context| {
+            let span = context.span();
+            let ids = span.span_context();
+            (ids.is_valid() && ids.is_sampled()).then(|| Self {
+                trace_id: ids.trace_id().to_string(),
+            })
+        })
+    }
+}
+
+type DurationHistogram = HistogramWithExemplars<TraceExemplar>;
+
 /// The server-side RPC metric families, registered once per server.
 #[derive(Debug, Clone)]
 pub struct RpcServerMetrics {
-    duration: Family<CallLabels, Histogram>,
+    duration: Family<CallLabels, DurationHistogram>,
     in_flight: Family<MethodLabels, Gauge>,
     known_methods: Arc<HashMap<String, MethodLabels>>,
 }
@@ -55,7 +83,8 @@ impl RpcServerMetrics {
     /// Registers the families; `known_paths` are the `/package.Service/Method`
     /// paths the server serves, each labelled as itself.
     pub fn register(registry: &mut Registry, known_paths: impl IntoIterator<Item = String>) -> Self {
-        let duration = Family::<CallLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let duration =
+            Family::<CallLabels, DurationHistogram>::new_with_constructor(|| DurationHistogram::new(DURATION_BUCKETS.into_iter()));
         let in_flight = Family::<MethodLabels, Gauge>::default();
         registry.register(
             "rpc_server_call_duration_seconds",
@@ -159,6 +188,7 @@ struct CallRecorder {
     status: Option<Code>,
     recorded: bool,
     stream: Option<OpenStream>,
+    exemplar: Option<TraceExemplar>,
 }
 
 impl CallRecorder {
@@ -171,6 +201,8 @@ impl CallRecorder {
             status: None,
             recorded: false,
             stream: None,
+            // The server span is entered while the call is handed on, so its trace is current here.
+            exemplar: TraceExemplar::current(),
         }
     }
 
@@ -189,7 +221,7 @@ impl CallRecorder {
         self.metrics
             .duration
             .get_or_create(&call)
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(self.started.elapsed().as_secs_f64(), self.exemplar.take(), None);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tower layers wrapped around every service a [`crate::GrpcServer`] serves.
 
 pub mod authz;
-mod body;
+pub(crate) mod body;
 pub mod limit;
 pub mod metrics;
+pub mod trace;

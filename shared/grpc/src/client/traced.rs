@@ -1,0 +1,207 @@
+//! The client half of trace propagation: a channel that opens a client span
+//! per outgoing call (OpenTelemetry RPC conventions, kind client), writes its
+//! W3C context and the incoming call's `x-request-id` into the request, and
+//! ends the span with the call's gRPC status; it also times every call into
+//! `rpc_client_call_duration_seconds`.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt};
+use http::HeaderMap;
+use tonic::Code;
+use tonic::body::Body;
+use tonic::transport::Channel;
+use tower::Service;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use super::dependency::{ClientCallLabels, ClientMetrics};
+use crate::layers::body::{GuardedBody, ResponseGuard};
+use crate::layers::trace::{REQUEST_ID_HEADER, current_request_id};
+
+/// A tonic [`Channel`] whose calls carry trace context; use it where a
+/// generated client takes a channel.
+#[derive(Debug, Clone)]
+pub struct TracedChannel {
+    inner: Channel,
+    /// The dependency's name (`user-service`), the span's `server.address`.
+    peer: &'static str,
+    metrics: ClientMetrics,
+}
+
+impl TracedChannel {
+    pub fn new(inner: Channel, peer: &'static str, metrics: &ClientMetrics) -> Self {
+        Self {
+            inner,
+            peer,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Service<http::Request<Body>> for TracedChannel {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<http::Request<Body>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(request_id) = current_request_id() {
+            request.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+        }
+        let path = request.uri().path();
+        let span = ClientCallSpan::start(path, self.peer);
+        let (service, method) = split_path(path);
+        let (service, method) = (service.to_owned(), method.to_owned());
+        if let Some(span) = &span {
+            span.inject(request.headers_mut());
+        }
+        let mut record = CallRecord {
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+            dependency: self.peer,
+            service,
+            method,
+            span,
+            finished: false,
+        };
+        let instrumented = record.span.as_ref().map_or_else(tracing::Span::none, |span| span.span.clone());
+        let call = self.inner.call(request);
+        async move {
+            match call.await {
+                Ok(response) => {
+                    record.on_trailers(response.headers());
+                    Ok(response.map(|body| GuardedBody::wrap(body, record)))
+                }
+                Err(error) => {
+                    record.finish(Code::Unavailable);
+                    Err(error)
+                }
+            }
+        }
+        .instrument(instrumented)
+        .boxed()
+    }
+}
+
+fn split_path(path: &str) -> (&str, &str) {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or(("unknown", "unknown"))
+}
+
+/// One outgoing call until its status is known: its duration and its span.
+struct CallRecord {
+    started: Instant,
+    metrics: ClientMetrics,
+    dependency: &'static str,
+    service: String,
+    method: String,
+    span: Option<ClientCallSpan>,
+    finished: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let labels = ClientCallLabels {
+            dependency: self.dependency,
+            rpc_service: std::mem::take(&mut self.service),
+            rpc_method: std::mem::take(&mut self.method),
+            rpc_grpc_status_code: code as i32,
+        };
+        self.metrics
+            .call_duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(span) = self.span.as_mut() {
+            span.finish(code);
+        }
+    }
+}
+
+impl ResponseGuard for CallRecord {
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(code) = grpc_status(trailers) {
+            self.finish(code);
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|code| code.parse::<i32>().ok())
+            .map_or(Code::Unknown, Code::from_i32),
+    )
+}
+
+/// The client span of one outgoing call, for callers that drive their own
+/// connections (the gateway's proxy); ends with the status given to
+/// [`ClientCallSpan::finish`], or CANCELLED when dropped without one.
+/// Any code but OK marks a client span as failed.
+#[derive(Debug)]
+pub struct ClientCallSpan {
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl ClientCallSpan {
+    /// A child of the current span for a call of `path` (`/package.Service/Method`)
+    /// to `peer`; `None` when this process exports no traces, so an untraced
+    /// process pays nothing per call.
+    pub fn start(path: &str, peer: &str) -> Option<Self> {
+        if !suite_telemetry::tracing_enabled() {
+            return None;
+        }
+        let (service, method) = split_path(path);
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            server.address = peer,
+        );
+        Some(Self { span, finished: false })
+    }
+
+    /// Writes this span's context into the outgoing call's headers.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        suite_telemetry::propagation::inject_span(&self.span, headers);
+    }
+
+    pub fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if code != Code::Ok {
+            self.span.record("otel.status_code", "error");
+        }
+    }
+}
+
+impl Drop for ClientCallSpan {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}

@@ -1,0 +1,238 @@
+//! One server span per call, following the OpenTelemetry RPC conventions
+//! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, kind
+//! server, `network.peer.*`), continued from the caller's W3C trace context
+//! when the server trusts it, and an `x-request-id` accepted or generated,
+//! passed on to the handler and returned to the caller.
+//!
+//! The span lives in the response body, so it ends when the last byte of the
+//! response (and its status) has been sent, not when the handler returns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{BoxFuture, FutureExt};
+use http::{HeaderMap, HeaderValue};
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use super::body::{GuardedBody, ResponseGuard};
+use crate::connection::PeerInfo;
+
+/// Header a call's request id travels in, in both directions.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest request id accepted from a caller; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static REQUEST_ID: HeaderValue;
+}
+
+/// The `x-request-id` of the call being handled, for outgoing calls made on its behalf.
+pub fn current_request_id() -> Option<HeaderValue> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Whether a caller's `traceparent` / `tracestate` / `baggage` are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteTraceContext {
+    /// Continue the caller's trace (service to service, behind mutual TLS).
+    Trust,
+    /// Start a new trace and drop the caller's context headers (an edge facing the internet).
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    remote: RemoteTraceContext,
+    known_paths: Arc<HashSet<String>>,
+}
+
+impl TraceLayer {
+    /// `known_paths` (`/package.Service/Method`) keep their names in spans;
+    /// any other path is named `unknown`, so made-up methods cannot flood a trace backend with names.
+    pub fn new(remote: RemoteTraceContext, known_paths: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            remote,
+            known_paths: Arc::new(known_paths.into_iter().collect()),
+        }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceService<S> {
+    inner: S,
+    layer: TraceLayer,
+}
+
+impl<S, ReqBody> Service<http::Request<ReqBody>> for TraceService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let request_id = accept_or_generate_request_id(request.headers_mut());
+        let path = request.uri().path();
+        let (service, method) = match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+            Some((service, method)) if self.layer.known_paths.contains(path) => (service, method),
+            _ => ("unknown", "unknown"),
+        };
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            network.peer.address = Empty,
+            network.peer.port = Empty,
+            request_id = request_id.to_str().unwrap_or_default(),
+        );
+        if let Some(peer) = request.extensions().get::<PeerInfo>() {
+            span.record("network.peer.address", tracing::field::display(peer.remote_addr.ip()));
+            span.record("network.peer.port", peer.remote_addr.port());
+        }
+        match self.layer.remote {
+            RemoteTraceContext::Trust => suite_telemetry::propagation::continue_from(&span, request.headers()),
+            RemoteTraceContext::Ignore => suite_telemetry::propagation::strip(request.headers_mut()),
+        }
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let guard = SpanGuard {
+            span: span.clone(),
+            finished: false,
+        };
+        REQUEST_ID
+            .scope(request_id.clone(), future.instrument(span))
+            .map(move |result| {
+                let mut response = result?;
+                response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+                let mut guard = guard;
+                // A trailers-only reply (errors, shed load) has its status in the headers.
+                guard.on_trailers(response.headers());
+                Ok(response.map(|body| GuardedBody::wrap(body, guard)))
+            })
+            .boxed()
+    }
+}
+
+/// The caller's request id if it is a sane one, else a new UUID; written back
+/// into the request so the handler and the gateway's proxy pass it on.
+fn accept_or_generate_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(REQUEST_ID_HEADER)
+        && is_acceptable_request_id(value.as_bytes())
+    {
+        return value.clone();
+    }
+    let generated = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(REQUEST_ID_HEADER, generated.clone());
+    generated
+}
+
+/// Printable ASCII without spaces or quotes, so it can go into logs and JSON as it is.
+fn is_acceptable_request_id(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+}
+
+/// Holds the server span open until the response's status is known.
+struct SpanGuard {
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl SpanGuard {
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            self.span.record("otel.status_code", "error");
+        }
+        // An access line for operators who turn on debug logs; it carries the trace and request ids.
+        self.span.in_scope(|| tracing::debug!(grpc_status = code as i32, "call finished"));
+    }
+}
+
+impl ResponseGuard for SpanGuard {
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(value) = trailers.get("grpc-status") {
+            let code = value
+                .to_str()
+                .ok()
+                .and_then(|code| code.parse::<i32>().ok())
+                .map_or(Code::Unknown, Code::from_i32);
+            self.finish(code);
+        }
+    }
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        // Dropped before any status: the client cancelled or the connection broke.
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// The codes that mark a server span as failed, per the OpenTelemetry gRPC
+/// conventions: the server's own faults, not the caller's mistakes.
+pub fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown | Code::DeadlineExceeded | Code::Unimplemented | Code::Internal | Code::Unavailable | Code::DataLoss
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("req-42.a:b"));
+        assert_eq!(accept_or_generate_request_id(&mut headers), "req-42.a:b");
+
+        for bad in ["", "has space", "quote\"", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(bad) {
+                headers.insert(REQUEST_ID_HEADER, value);
+            }
+            let generated = accept_or_generate_request_id(&mut headers);
+            assert_ne!(generated, bad);
+            assert_eq!(generated.len(), 36, "a UUID");
+            assert_eq!(headers.get(REQUEST_ID_HEADER), Some(&generated));
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Span export over OTLP/gRPC, kept away from request handling.
+//!
+//! Finished spans go into the SDK's batch processor: a bounded queue drained
+//! by its own thread. A full queue drops the span (never waits), so a collector
+//! that is down or slow costs requests nothing. The tonic channel the exporter
+//! sends on lives on a one-thread tokio runtime of its own ("otel-export"),
+//! so exports neither run on a service's runtime (the gateway's is a single
+//! thread) nor depend on it still running during shutdown.
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+
+use crate::TelemetryError;
+use crate::tracing_config::{SamplerConfig, TracingConfig};
+
+#[derive(Debug)]
+pub(crate) struct TraceExport {
+    provider: SdkTracerProvider,
+    shutdown_timeout: std::time::Duration,
+    stop_runtime: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TraceExport {
+    pub(crate) fn start(config: &TracingConfig) -> Result<Self, TelemetryError> {
+        let endpoint = config
+            .endpoint
+            .clone()
+            .ok_or_else(|| TelemetryError::Export("no endpoint".to_owned()))?;
+        let timeout = config.export_timeout;
+        let (built_tx, built_rx) = std::sync::mpsc::channel();
+        let (stop_runtime, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("otel-export".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = built_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    // Lazy: the channel connects on the first export, and reconnects after failures.
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint)
+                        .with_timeout(timeout)
+                        .build()
+                        .map_err(|error| error.to_string());
+                    let _ = built_tx.send(exporter);
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|error| TelemetryError::Export(error.to_string()))?;
+        let exporter = built_rx
+            .recv()
+            .map_err(|_| TelemetryError::Export("the export thread ended".to_owned()))?
+            .map_err(TelemetryError::Export)?;
+
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.max_queue_size)
+            .with_max_export_batch_size(config.max_export_batch_size)
+            .with_scheduled_delay(config.schedule_delay)
+            .build();
+        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        let resource = Resource::builder_empty()
+            .with_service_name(config.service_name.clone())
+            .with_attributes(
+                config
+                    .resource_attributes
+                    .iter()
+                    .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+            )
+            .with_attributes([
+                KeyValue::new("telemetry.sdk.name", "opentelemetry"),
+                KeyValue::new("telemetry.sdk.language", "rust"),
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            ])
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(sampler(config.sampler))
+            .with_resource(resource)
+            .build();
+        Ok(Self {
+            provider,
+            shutdown_timeout: config.shutdown_timeout,
+            stop_runtime,
+        })
+    }
+
+    pub(crate) fn tracer(&self) -> SdkTracer {
+        self.provider.tracer("suite")
+    }
+
+    /// Flushes what is queued within the shutdown timeout, then stops the export thread.
+    pub(crate) fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
+            tracing::warn!(%error, "trace export did not finish within its shutdown timeout; remaining spans are lost");
+        }
+        let _ = self.stop_runtime.send(());
+    }
+}
+
+fn sampler(config: SamplerConfig) -> Sampler {
+    match config {
+        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+        SamplerConfig::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::ParentBasedTraceIdRatio(ratio) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+    }
+}

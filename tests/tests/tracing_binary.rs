@@ -1,0 +1,494 @@
+//! One request through the real binaries (gateway -> order service -> user
+//! service) with trace export to a real OTLP/gRPC receiver: one trace, with
+//! server and client spans on every hop linked parent to child, the RPC
+//! semantic-convention attributes, cache and database spans, and the same
+//! trace id in the log lines every hop wrote. A collector that is down or hung
+//! costs requests nothing, and shutdown stays bounded.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{DevCerts, Server, free_addr, grpcurl};
+use suite_testkit::otlp::{ReceivedSpan, kind, status};
+use suite_testkit::{OtlpReceiver, workspace_binary};
+
+/// A W3C trace id and parent span id the test client claims as its own.
+const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
+const REQUEST_ID: &str = "e2e-request-1";
+
+/// Export settings: everything sampled, batches sent every 100 ms.
+fn export_env(command: &mut Command, receiver: &OtlpReceiver) {
+    command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_SERVICE_NAME");
+}
+
+/// The three binaries exporting to `receiver`, each writing its JSON logs to a file.
+struct TracedSuite {
+    gateway: Server,
+    orders: Server,
+    _users: Server,
+    certs: Arc<DevCerts>,
+    data: tempfile::TempDir,
+}
+
+impl TracedSuite {
+    async fn start(receiver: &OtlpReceiver, trust_client_trace_context: bool) -> Self {
+        let certs = DevCerts::issue();
+        let data = tempfile::tempdir().unwrap();
+        let log = |name: &str| File::create(data.path().join(format!("{name}.log"))).unwrap();
+        // Debug lines of the harness: its per-call line is what every hop writes for sure.
+        let filter = "info,suite_grpc=debug";
+
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut command = Server::service_command(grpc, admin, "user-service", &certs, data.path(), None);
+        command.args(["--log-filter", filter]).stdout(log("user-service"));
+        export_env(&mut command, receiver);
+        let users = Server::spawn("user-service", command, grpc, admin, certs.clone()).await;
+
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut command = Server::service_command(grpc, admin, "order-service", &certs, data.path(), None);
+        command
+            .args(["--log-filter", filter, "--user-service-addr", &users.grpc.to_string()])
+            .stdout(log("order-service"));
+        export_env(&mut command, receiver);
+        let orders = Server::spawn("order-service", command, grpc, admin, certs.clone()).await;
+
+        let routes = data.path().join("routes.toml");
+        std::fs::write(
+            &routes,
+            format!(
+                "[[upstreams]]\nname = \"user-service\"\naddress = \"{}\"\nservices = [\"suite.user.v1.UserService\"]\n\n\
+                 [[upstreams]]\nname = \"order-service\"\naddress = \"{}\"\nservices = [\"suite.order.v1.OrderService\"]\n",
+                users.grpc, orders.grpc
+            ),
+        )
+        .unwrap();
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut command = Command::new(workspace_binary("edge-gateway"));
+        command
+            .env("TLS_CERT", certs.path("edge-gateway.pem"))
+            .env("TLS_KEY", certs.path("edge-gateway-key.pem"))
+            .env("TLS_CA", certs.path("ca.pem"))
+            .env("JWKS_FILE", certs.path("jwks.json"))
+            .env("JWT_ISSUER", "suite-dev")
+            .env("JWT_AUDIENCE", "suite")
+            .env("GATEWAY_ROUTES", &routes)
+            .env("TRUST_CLIENT_TRACE_CONTEXT", trust_client_trace_context.to_string())
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+                "--log-filter",
+                filter,
+            ])
+            .stdout(log("edge-gateway"))
+            .stderr(Stdio::inherit());
+        export_env(&mut command, receiver);
+        let gateway = Server::spawn("edge-gateway", command, grpc, admin, certs.clone()).await;
+        Self {
+            gateway,
+            orders,
+            _users: users,
+            certs,
+            data,
+        }
+    }
+
+    fn token(&self, subject: &str, roles: &str) -> String {
+        let output = Command::new(workspace_binary("edge-gateway"))
+            .args([
+                "dev-token",
+                "--certs-dir",
+                &self.certs.path_str(""),
+                "--subject",
+                subject,
+                "--roles",
+                roles,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// grpcurl through the gateway with `token`, extra headers and body `data`; `-v` shows response headers.
+    fn call(&self, grpcurl_bin: &Path, token: &str, headers: &[String], data: &str, method: &str) -> String {
+        let mut args = vec![
+            "-v".to_owned(),
+            "-cacert".to_owned(),
+            self.certs.path_str("ca.pem"),
+            "-H".to_owned(),
+            format!("authorization: Bearer {token}"),
+        ];
+        // On the call only: grpcurl's reflection requests would otherwise join the trace too.
+        for header in headers {
+            args.extend(["-rpc-header".to_owned(), header.clone()]);
+        }
+        args.extend([
+            "-d".to_owned(),
+            data.to_owned(),
+            format!("localhost:{}", self.gateway.grpc.port()),
+            method.to_owned(),
+        ]);
+        grpcurl(grpcurl_bin, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    fn log_path(&self, service: &str) -> PathBuf {
+        self.data.path().join(format!("{service}.log"))
+    }
+}
+
+/// The JSON log lines of `service` that carry `trace_id`.
+fn log_lines_with_trace(suite: &TracedSuite, service: &str, trace_id: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(suite.log_path(service))
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["trace_id"] == trace_id)
+        .collect()
+}
+
+fn one<'a>(spans: &'a [ReceivedSpan], what: &str, matches: impl Fn(&ReceivedSpan) -> bool) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans.iter().filter(|span| matches(span)).collect();
+    assert_eq!(found.len(), 1, "expected one {what}, found {}: {spans:#?}", found.len());
+    found[0]
+}
+
+/// Whether `ancestor` is `span`'s parent, grandparent, ... within `spans`.
+fn descends_from(spans: &[ReceivedSpan], span: &ReceivedSpan, ancestor: &ReceivedSpan) -> bool {
+    let by_id: HashMap<&str, &ReceivedSpan> = spans.iter().map(|span| (span.span_id.as_str(), span)).collect();
+    let mut current = span;
+    for _ in 0..32 {
+        if current.parent_span_id == ancestor.span_id {
+            return true;
+        }
+        match by_id.get(current.parent_span_id.as_str()) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn assert_rpc(span: &ReceivedSpan, service: &str, span_kind: i32, rpc_service: &str, rpc_method: &str) {
+    assert_eq!(span.service, service, "{span:#?}");
+    assert_eq!(span.kind, span_kind, "{span:#?}");
+    assert_eq!(span.name, format!("{rpc_service}/{rpc_method}"), "{span:#?}");
+    assert_eq!(span.str("rpc.system"), Some("grpc"), "{span:#?}");
+    assert_eq!(span.str("rpc.service"), Some(rpc_service), "{span:#?}");
+    assert_eq!(span.str("rpc.method"), Some(rpc_method), "{span:#?}");
+    assert_eq!(span.int("rpc.grpc.status_code"), Some(0), "{span:#?}");
+    assert_ne!(span.status_code, status::ERROR, "{span:#?}");
+}
+
+/// Creates a user as an admin, then, as that user, an order sent with the
+/// client's own `traceparent` and `x-request-id`; returns grpcurl's verbose output.
+fn create_user_then_order(suite: &TracedSuite, grpcurl_bin: &Path) -> String {
+    let admin = suite.token("operator", "admin");
+    let created = suite.call(
+        grpcurl_bin,
+        &admin,
+        &[],
+        r#"{"email":"traced@example.com","display_name":"Traced"}"#,
+        "suite.user.v1.UserService/CreateUser",
+    );
+    let body = &created[created.find('{').unwrap()..created.rfind('}').unwrap() + 1];
+    let user_id = serde_json::from_str::<serde_json::Value>(body).unwrap()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The user's own order, sent with the client's trace context and request id.
+    let own = suite.token(&user_id, "");
+    let order = format!(
+        r#"{{"user_id":"{user_id}","idempotency_key":"traced-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
+    );
+    suite.call(
+        grpcurl_bin,
+        &own,
+        &[
+            format!("traceparent: 00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01"),
+            format!("x-request-id: {REQUEST_ID}"),
+        ],
+        &order,
+        "suite.order.v1.OrderService/CreateOrder",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_logs() {
+    let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let suite = TracedSuite::start(&receiver, true).await;
+    let answered = create_user_then_order(&suite, &grpcurl_bin);
+    assert!(
+        answered.contains(&format!("x-request-id: {REQUEST_ID}")),
+        "the request id comes back: {answered}"
+    );
+
+    let in_trace =
+        |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> { spans.iter().filter(|span| span.trace_id == CLIENT_TRACE_ID).cloned().collect() };
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |spans| {
+            let trace = in_trace(spans);
+            ["edge-gateway", "order-service", "user-service"]
+                .iter()
+                .all(|service| trace.iter().any(|span| span.service == *service && span.kind == kind::SERVER))
+                && trace.iter().any(|span| span.name == "SELECT users")
+        })
+        .await;
+    let trace = in_trace(&spans);
+
+    // gateway: server span continuing the client's context, client span to the order service.
+    let gateway_server = one(&trace, "gateway server span", |span| {
+        span.service == "edge-gateway" && span.kind == kind::SERVER
+    });
+    assert_rpc(
+        gateway_server,
+        "edge-gateway",
+        kind::SERVER,
+        "suite.order.v1.OrderService",
+        "CreateOrder",
+    );
+    assert_eq!(gateway_server.parent_span_id, CLIENT_SPAN_ID, "continues the client's span");
+    assert!(gateway_server.str("network.peer.address").is_some(), "{gateway_server:#?}");
+    let gateway_client = one(&trace, "gateway client span", |span| {
+        span.service == "edge-gateway" && span.kind == kind::CLIENT
+    });
+    assert_rpc(
+        gateway_client,
+        "edge-gateway",
+        kind::CLIENT,
+        "suite.order.v1.OrderService",
+        "CreateOrder",
+    );
+    assert_eq!(gateway_client.parent_span_id, gateway_server.span_id);
+    assert_eq!(gateway_client.str("server.address"), Some("order-service"));
+
+    // order service: server span under the gateway's client span; its user check below it.
+    let order_server = one(&trace, "order server span", |span| {
+        span.service == "order-service" && span.kind == kind::SERVER
+    });
+    assert_rpc(
+        order_server,
+        "order-service",
+        kind::SERVER,
+        "suite.order.v1.OrderService",
+        "CreateOrder",
+    );
+    assert_eq!(order_server.parent_span_id, gateway_client.span_id);
+    let order_client = one(&trace, "order client span", |span| {
+        span.service == "order-service" && span.kind == kind::CLIENT && span.str("rpc.system") == Some("grpc")
+    });
+    assert_rpc(order_client, "order-service", kind::CLIENT, "suite.user.v1.UserService", "GetUser");
+    assert!(descends_from(&trace, order_client, order_server));
+    let order_insert = one(&trace, "order insert", |span| span.name == "INSERT orders");
+    assert_eq!(order_insert.str("db.system"), Some("sqlite"));
+    assert_eq!(order_insert.str("db.operation.name"), Some("INSERT"));
+    assert_eq!(order_insert.kind, kind::CLIENT);
+    assert!(descends_from(&trace, order_insert, order_server));
+
+    // user service: server span under the order service's client span; cache miss, then the database.
+    let user_server = one(&trace, "user server span", |span| {
+        span.service == "user-service" && span.kind == kind::SERVER
+    });
+    assert_rpc(user_server, "user-service", kind::SERVER, "suite.user.v1.UserService", "GetUser");
+    assert_eq!(user_server.parent_span_id, order_client.span_id);
+    let cache_get = one(&trace, "cache read", |span| {
+        span.service == "user-service" && span.name == "cache GET"
+    });
+    assert_eq!(cache_get.str("cache.outcome"), Some("miss"));
+    assert!(descends_from(&trace, cache_get, user_server));
+    let select = one(&trace, "user select", |span| span.name == "SELECT users");
+    assert_eq!(select.str("db.system"), Some("sqlite"));
+    assert_eq!(select.str("db.collection.name"), Some("users"));
+    assert!(descends_from(&trace, select, user_server));
+    assert!(
+        select.attributes.keys().all(|key| key != "id" && key != "user_id"),
+        "no bound values on database spans: {select:#?}"
+    );
+
+    // The order service's latency histogram links the call's bucket to the trace.
+    let metrics = suite_testkit::scrape_metrics(suite.orders.admin).await;
+    let exemplar = format!("# {{trace_id=\"{CLIENT_TRACE_ID}\"}}");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("rpc_server_call_duration_seconds_bucket")
+                && line.contains(r#"rpc_method="CreateOrder""#)
+                && line.contains(&exemplar)),
+        "an exemplar with the trace id on a CreateOrder bucket:\n{metrics}"
+    );
+    assert!(metrics.contains("suite_build_info{version="), "{metrics}");
+    // Its call to the user service, timed on the client side: exactly one, answered OK.
+    assert_eq!(
+        suite_testkit::metric_value(
+            &metrics,
+            r#"rpc_client_call_duration_seconds_count{dependency="user-service",rpc_service="suite.user.v1.UserService",rpc_method="GetUser",rpc_grpc_status_code="0"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    // Every hop's log lines for the call carry the trace id, and the request id travelled with it.
+    for service in ["edge-gateway", "order-service", "user-service"] {
+        let lines = log_lines_with_trace(&suite, service, CLIENT_TRACE_ID);
+        assert!(!lines.is_empty(), "{service} wrote no line with the trace id");
+        assert!(
+            lines.iter().any(|line| line["span"]["request_id"] == REQUEST_ID),
+            "{service}'s lines carry the request id: {lines:#?}"
+        );
+        for line in &lines {
+            assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_clients_trace_context_is_not_continued() {
+    let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let suite = TracedSuite::start(&receiver, false).await;
+    create_user_then_order(&suite, &grpcurl_bin);
+
+    let is_order_call =
+        |span: &ReceivedSpan| span.service == "edge-gateway" && span.kind == kind::SERVER && span.str("rpc.method") == Some("CreateOrder");
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |spans| {
+            spans.iter().any(is_order_call)
+                && spans
+                    .iter()
+                    .any(|span| span.service == "user-service" && span.str("rpc.method") == Some("GetUser"))
+        })
+        .await;
+    let gateway_server = one(&spans, "gateway CreateOrder span", is_order_call);
+    assert_ne!(gateway_server.trace_id, CLIENT_TRACE_ID);
+    assert!(gateway_server.parent_span_id.is_empty(), "a new root: {gateway_server:#?}");
+    assert!(
+        spans.iter().all(|span| span.trace_id != CLIENT_TRACE_ID),
+        "the client's trace id went nowhere"
+    );
+    let user_server = one(&spans, "user GetUser span", |span| {
+        span.service == "user-service" && span.str("rpc.method") == Some("GetUser") && span.kind == kind::SERVER
+    });
+    assert_eq!(
+        user_server.trace_id, gateway_server.trace_id,
+        "the gateway's own trace reaches the user service"
+    );
+}
+
+/// A user service exporting to `endpoint` (or not exporting at all), stdout discarded.
+async fn user_service_exporting_to(endpoint: Option<&str>, data_dir: &Path) -> Server {
+    let certs = DevCerts::issue();
+    let (grpc, admin) = (free_addr(), free_addr());
+    let mut command = Server::service_command(grpc, admin, "user-service", &certs, data_dir, None);
+    command
+        .args(["--log-filter", "warn"])
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env("OTEL_TRACES_SAMPLER", "always_on")
+        // A small queue that fills at once, short export attempts, a one-second flush bound.
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+        .env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "32")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
+        .env("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000")
+        .stdout(Stdio::null());
+    match endpoint {
+        Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    };
+    Server::spawn("user-service", command, grpc, admin, certs).await
+}
+
+/// Median and worst latency of `calls` cache-hit GetUser calls, every one of which must succeed.
+async fn get_user_latencies(server: &Server, calls: usize) -> (Duration, Duration) {
+    use suite_proto::suite::user::v1 as pb;
+    use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
+
+    let mut client = UserServiceClient::new(server.channel().await);
+    let user = client
+        .create_user(pb::CreateUserRequest {
+            email: "latency@example.com".into(),
+            display_name: "Latency".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let mut latencies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = std::time::Instant::now();
+        client.get_user(pb::GetUserRequest { id: user.id.clone() }).await.unwrap();
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    (latencies[calls / 2], latencies[calls - 1])
+}
+
+/// SIGTERM, then the time until the process has exited (it must exit 0).
+fn time_to_exit(server: &mut Server) -> Duration {
+    let started = std::time::Instant::now();
+    server.terminate();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_stays_bounded() {
+    let data = tempfile::tempdir().unwrap();
+    // Down: nothing listens on the port. Hung: the kernel accepts the connection, nobody ever answers.
+    let down = free_addr();
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_endpoint = format!("http://{}", hung.local_addr().unwrap());
+
+    let mut untraced = user_service_exporting_to(None, &data.path().join("untraced")).await;
+    let (baseline_median, _) = get_user_latencies(&untraced, 300).await;
+    let untraced_exit = time_to_exit(&mut untraced);
+
+    for endpoint in [format!("http://{down}"), hung_endpoint] {
+        let data_dir = data.path().join(endpoint.replace([':', '/'], "_"));
+        let mut server = user_service_exporting_to(Some(&endpoint), &data_dir).await;
+        // Far more spans than the queue holds: the overflow is dropped, nothing waits.
+        let (median, worst) = get_user_latencies(&server, 300).await;
+        assert!(
+            median <= baseline_median * 3 + Duration::from_millis(2),
+            "collector at {endpoint}: median {median:?} against {baseline_median:?} without export"
+        );
+        // An export attempt takes up to 2 s; no request may have waited for one.
+        assert!(
+            worst < Duration::from_millis(500),
+            "collector at {endpoint}: slowest call {worst:?}"
+        );
+        // Shutdown gives the flush one second (TELEMETRY_SHUTDOWN_TIMEOUT_MS), then leaves.
+        let exit = time_to_exit(&mut server);
+        assert!(
+            exit < untraced_exit + Duration::from_secs(3),
+            "collector at {endpoint}: exit took {exit:?} (without export {untraced_exit:?})"
+        );
+    }
+    drop(hung);
+}
