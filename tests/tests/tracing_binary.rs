@@ -40,7 +40,7 @@ fn export_env(command: &mut Command, receiver: &OtlpReceiver) {
 struct TracedSuite {
     gateway: Server,
     orders: Server,
-    _users: Server,
+    users: Server,
     certs: Arc<DevCerts>,
     data: tempfile::TempDir,
 }
@@ -104,7 +104,7 @@ impl TracedSuite {
         Self {
             gateway,
             orders,
-            _users: users,
+            users,
             certs,
             data,
         }
@@ -325,7 +325,8 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
     );
 
     // The order service's latency histogram links the call's bucket to the trace.
-    let metrics = suite_testkit::scrape_metrics(suite.orders.admin).await;
+    let metrics = suite_testkit::scrape_openmetrics(suite.orders.admin).await;
+    assert!(metrics.contains("application/openmetrics-text"), "{metrics}");
     let exemplar = format!("# {{trace_id=\"{CLIENT_TRACE_ID}\"}}");
     assert!(
         metrics
@@ -345,6 +346,20 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         Some(1.0),
         "{metrics}"
     );
+
+    // Every binary's /metrics, exemplars included, passes Prometheus's own checker.
+    if let Some(promtool) = suite_testkit::promtool() {
+        for (service, admin) in [
+            ("edge-gateway", suite.gateway.admin),
+            ("order-service", suite.orders.admin),
+            ("user-service", suite.users.admin),
+        ] {
+            let scraped = suite_testkit::scrape_metrics(admin).await;
+            assert!(!scraped.contains("# {trace_id"), "no exemplars in the classic text format");
+            let checked = suite_testkit::run_promtool(&promtool, &["check", "metrics"], suite_testkit::metrics_body(&scraped));
+            assert!(checked.is_ok(), "{service}: promtool check metrics: {checked:?}\n{scraped}");
+        }
+    }
 
     // Every hop's log lines for the call carry the trace id, and the request id travelled with it.
     for service in ["edge-gateway", "order-service", "user-service"] {

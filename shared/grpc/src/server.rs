@@ -215,11 +215,14 @@ impl GrpcServer {
         };
         let trace = TraceLayer::new(self.remote_trace_context, known_paths.iter().cloned());
         let metrics = RpcServerMetrics::register(&mut self.registry, known_paths);
-        self.registry.register(
-            "suite_build",
-            "The running build: its version (always 1).",
-            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        // A gauge rather than an OpenMetrics info metric, which Prometheus's text-format tools reject.
+        let build_info = prometheus_client::metrics::family::Family::<
+            Vec<(&'static str, &'static str)>,
+            prometheus_client::metrics::gauge::Gauge,
+        >::default();
+        build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        self.registry
+            .register("suite_build_info", "The running build, by version (always 1).", build_info);
         let health = Health {
             reporter: self.health_reporter.clone(),
             service_names: self.service_names.clone(),
@@ -384,9 +387,9 @@ fn admin_routes(health: HealthServer<HealthService>, registry: Arc<Registry>) ->
         .into_axum_router()
         .route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: http::HeaderMap| {
                 let registry = registry.clone();
-                async move { render_metrics(&registry) }
+                async move { render_metrics(&registry, &headers) }
             }),
         ))
 }
@@ -399,22 +402,68 @@ async fn serve_admin(listener: TcpListener, routes: axum::Router, stop: tokio::s
         .await
 }
 
-fn render_metrics(registry: &Registry) -> axum::response::Response {
+/// OpenMetrics text (with exemplars linking latency buckets to traces) for a
+/// scraper that asks for it, as Prometheus does; for anyone else (curl,
+/// promtool, older scrapers) the same families in the classic text format,
+/// which has no place for exemplars.
+fn render_metrics(registry: &Registry, request_headers: &http::HeaderMap) -> axum::response::Response {
     let mut text = String::with_capacity(16 * 1024);
-    match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => (
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::error!(%error, "cannot encode metrics");
+        return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let wants_openmetrics = request_headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        return (
             [(
                 http::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
         )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "cannot encode metrics");
-            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+            .into_response();
     }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        classic_text(&text),
+    )
+        .into_response()
+}
+
+/// The classic Prometheus text format (0.0.4) from OpenMetrics text: sample
+/// lines lose their ` # {labels} value` exemplar, a counter family is named
+/// after its `_total` samples as that format expects, `# UNIT` lines go.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match metadata {
+            Some((prefix, rest)) => match rest.split_once(' ') {
+                Some((name, tail)) if counters.contains(name) => {
+                    text.push_str(&format!("{prefix}{name}_total {tail}"));
+                }
+                _ => text.push_str(line),
+            },
+            None if line.starts_with('#') => text.push_str(line),
+            None => text.push_str(line.split_once(" # {").map_or(line, |(sample, _)| sample)),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
@@ -438,5 +487,28 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_drops_exemplars_and_names_counters_after_their_samples() {
+        let openmetrics = "# HELP a_seconds Latency # {not an exemplar}.\n\
+                           # TYPE a_seconds histogram\n\
+                           a_seconds_bucket{le=\"0.1\"} 3 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.05\n\
+                           a_seconds_count 3\n\
+                           # HELP calls Calls made.\n\
+                           # TYPE calls counter\n\
+                           # UNIT calls calls\n\
+                           calls_total 7\n\
+                           # EOF\n";
+        assert_eq!(
+            classic_text(openmetrics),
+            "# HELP a_seconds Latency # {not an exemplar}.\n# TYPE a_seconds histogram\na_seconds_bucket{le=\"0.1\"} 3\n\
+             a_seconds_count 3\n# HELP calls_total Calls made.\n# TYPE calls_total counter\ncalls_total 7\n# EOF\n"
+        );
     }
 }

@@ -215,13 +215,73 @@ pub fn grpcurl_path() -> Option<PathBuf> {
     candidates.into_iter().find(|candidate| candidate.is_file())
 }
 
+/// promtool, installed by `scripts/install-prometheus-tools` (from `just tools`),
+/// `$PROMTOOL`, or on `PATH`; `None` (after a loud skip) outside CI when there is none.
+pub fn promtool() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PROMTOOL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([workspace_root().join(".tools/bin/promtool")])
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|path| std::env::split_paths(&path).map(|dir| dir.join("promtool")).collect::<Vec<_>>()),
+        );
+    candidates
+        .into_iter()
+        .find(|candidate| candidate.is_file())
+        .or_else(|| unavailable("promtool", "not installed; run `just tools`"))
+}
+
+/// `promtool <args>` with `input` on its standard input: Ok(output) if it
+/// accepted, Err(output) with what it objected to.
+pub fn run_promtool(promtool: &std::path::Path, args: &[&str], input: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(promtool)
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write to promtool");
+    }
+    let output = child.wait_with_output().expect("promtool output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() { Ok(text) } else { Err(text) }
+}
+
+/// The body of a [`scrape_metrics`] response.
+pub fn metrics_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or(response, |(_, body)| body)
+}
+
 /// The Prometheus text an admin port serves at `/metrics` (plain HTTP/1.1, so
 /// the test reads exactly what a scraper reads).
 pub async fn scrape_metrics(admin: SocketAddr) -> String {
+    scrape(admin, "").await
+}
+
+/// What Prometheus itself gets at `/metrics`: OpenMetrics, exemplars included.
+pub async fn scrape_openmetrics(admin: SocketAddr) -> String {
+    scrape(
+        admin,
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    )
+    .await
+}
+
+async fn scrape(admin: SocketAddr, extra_headers: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(admin).await.expect("connect to admin port");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{extra_headers}Connection: close\r\n\r\n").as_bytes())
         .await
         .expect("send scrape");
     let mut response = String::new();
