@@ -71,6 +71,11 @@ KNOWN_METRICS = {
     "rpc_server_call_duration_seconds_count",
     "rpc_server_call_duration_seconds_sum",
     "rpc_server_active_calls",
+    "rpc_server_max_active_calls",
+    "rpc_client_call_duration_seconds_bucket",
+    "rpc_client_call_duration_seconds_count",
+    "rpc_client_call_duration_seconds_sum",
+    "suite_build_info",
     "client_attempts_total",
     "client_retries_total",
     "client_rejected_calls_total",
@@ -643,6 +648,10 @@ def check_canary(objects: list[Obj], report: Report, ctx: str) -> None:
 
 def check_alert_rules(objects: list[Obj], report: Report, ctx: str) -> None:
     for rule_obj in by_kind(objects, "PrometheusRule"):
+        # The chart installs the canonical rules file (helm/alerts/), through its own copy.
+        canonical = HELM / "alerts" / f"{service_of(rule_obj)}.rules.yaml"
+        if canonical.is_file() and rule_obj.body["spec"] != yaml.safe_load(canonical.read_text()):
+            report.fail(ctx, f"{rule_obj} does not install the rules of {canonical.relative_to(HELM.parent)}")
         service = service_of(rule_obj)
         for group in rule_obj.body["spec"]["groups"]:
             for rule in group["rules"]:
@@ -809,6 +818,17 @@ def app_versions(helm_dir: Path = HELM) -> dict[str, str]:
     return versions
 
 
+def check_alert_rule_copies(helm_dir: Path, report: Report) -> None:
+    """Each service chart's files/alerts.rules.yaml is a byte-for-byte copy of the canonical
+    helm/alerts/<service>.rules.yaml, the file promtool checks and tests."""
+    for chart in SERVICE_CHARTS:
+        copy = helm_dir / chart / "files" / "alerts.rules.yaml"
+        canonical = helm_dir / "alerts" / f"{chart}.rules.yaml"
+        if not copy.is_file() or copy.read_bytes() != canonical.read_bytes():
+            report.fail(f"alerts {chart}", f"{copy.relative_to(helm_dir)} is not a byte-for-byte copy of {canonical.relative_to(helm_dir)}")
+        report.count("alert rule copies")
+
+
 def check_all(helm_dir: Path = HELM, kube_versions: list[str] = KUBE_VERSIONS, quiet: bool = False) -> Report:
     report = Report()
     build_dependencies(helm_dir)
@@ -818,6 +838,7 @@ def check_all(helm_dir: Path = HELM, kube_versions: list[str] = KUBE_VERSIONS, q
             for problem in lint(helm_dir / chart, None, version):
                 report.fail(f"lint {chart} (k8s {version})", problem)
             report.count("lint runs")
+    check_alert_rule_copies(helm_dir, report)
     versions = app_versions(helm_dir)
     for name, chart, values, default_tags in render_sets(helm_dir):
         if chart.name == UMBRELLA and values is not None:

@@ -169,12 +169,20 @@ FAULTS = [
         id="grace-period-shorter-than-the-drain",
     ),
     pytest.param(
-        "order-service/templates/prometheusrule.yaml",
-        "max by (pod, dependency) (client_circuit_state{",
-        "max by (pod, dependency) (client_breaker_open{",
+        "order-service/files/alerts.rules.yaml",
+        "max by (namespace, dependency) (client_circuit_state{",
+        "max by (namespace, dependency) (client_breaker_open{",
         1,
         "uses metrics the binaries do not serve: ['client_breaker_open']",
         id="alert-on-a-metric-that-does-not-exist",
+    ),
+    pytest.param(
+        "user-service/files/alerts.rules.yaml",
+        "> 0.05",
+        "> 0.5",
+        1,
+        "user-service/files/alerts.rules.yaml is not a byte-for-byte copy of alerts/user-service.rules.yaml",
+        id="chart-alert-rules-drift-from-the-canonical-file",
     ),
     pytest.param(
         DEPLOYMENT,

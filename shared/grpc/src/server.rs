@@ -223,6 +223,13 @@ impl GrpcServer {
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
         self.registry
             .register("suite_build_info", "The running build, by version (always 1).", build_info);
+        let max_active_calls = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        max_active_calls.set(i64::try_from(self.config.max_concurrent_requests).unwrap_or(i64::MAX));
+        self.registry.register(
+            "rpc_server_max_active_calls",
+            "Calls handled at once before more are shed (GRPC_MAX_CONCURRENT_REQUESTS); saturation is rpc_server_active_calls over this.",
+            max_active_calls,
+        );
         let health = Health {
             reporter: self.health_reporter.clone(),
             service_names: self.service_names.clone(),
