@@ -337,6 +337,8 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         "an exemplar with the trace id on a CreateOrder bucket:\n{metrics}"
     );
     assert!(metrics.contains("suite_build_info{version="), "{metrics}");
+    let exported = suite_testkit::metric_value(&metrics, "telemetry_spans_exported_total").unwrap_or_default();
+    assert!(exported > 0.0, "the order service counts the spans it exported:\n{metrics}");
     // Its call to the user service, timed on the client side: exactly one, answered OK.
     assert_eq!(
         suite_testkit::metric_value(

@@ -223,6 +223,7 @@ impl GrpcServer {
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
         self.registry
             .register("suite_build_info", "The running build, by version (always 1).", build_info);
+        self.registry.register_collector(Box::new(SpanExportMetrics));
         let max_active_calls = prometheus_client::metrics::gauge::Gauge::<i64>::default();
         max_active_calls.set(i64::try_from(self.config.max_concurrent_requests).unwrap_or(i64::MAX));
         self.registry.register(
@@ -471,6 +472,34 @@ fn classic_text(openmetrics: &str) -> String {
         text.push('\n');
     }
     text
+}
+
+/// Where this process's finished spans went (all zero while traces are not exported).
+#[derive(Debug)]
+struct SpanExportMetrics;
+
+impl prometheus_client::collector::Collector for SpanExportMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let stats = suite_telemetry::span_export_stats();
+        for (name, help, value) in [
+            ("telemetry_spans_exported", "Spans the collector accepted.", stats.exported),
+            (
+                "telemetry_spans_export_failed",
+                "Spans lost because their export failed (collector down, slow or refusing).",
+                stats.failed,
+            ),
+            (
+                "telemetry_spans_dropped",
+                "Spans dropped because the export queue (OTEL_BSP_MAX_QUEUE_SIZE) was full; requests never wait for it.",
+                stats.dropped,
+            ),
+        ] {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

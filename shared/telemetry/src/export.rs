@@ -14,6 +14,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::TelemetryError;
+use crate::accounting::{BoundedProcessor, CountingExporter, QueueDepth};
 use crate::tracing_config::{SamplerConfig, TracingConfig};
 
 #[derive(Debug)]
@@ -65,7 +66,14 @@ impl TraceExport {
             .with_max_export_batch_size(config.max_export_batch_size)
             .with_scheduled_delay(config.schedule_delay)
             .build();
-        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        let queued = QueueDepth::default();
+        let processor = BoundedProcessor::new(
+            BatchSpanProcessor::builder(CountingExporter::new(exporter, queued.clone()))
+                .with_batch_config(batch)
+                .build(),
+            queued,
+            config.max_queue_size,
+        );
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attributes(

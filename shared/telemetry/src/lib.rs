@@ -9,6 +9,7 @@
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TracingConfig`]); without it no
 //! exporter exists and no span is built for export.
 
+mod accounting;
 mod export;
 pub mod propagation;
 mod tracing_config;
@@ -28,6 +29,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub use accounting::{SpanExportStats, span_export_stats};
 pub use tracing_config::{SamplerConfig, TracingConfig};
 
 /// How log lines are written.
