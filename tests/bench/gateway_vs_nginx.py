@@ -60,9 +60,10 @@ def log(message):
 
 
 class Process:
-    def __init__(self, name, argv, env=None, admin=None):
+    def __init__(self, name, argv, env=None, admin=None, stdout=None):
         self.name, self.admin = name, admin
-        self.proc = subprocess.Popen(argv, env=env, stdout=sys.stderr, stderr=sys.stderr, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, env=env, stdout=stdout or sys.stderr, stderr=sys.stderr,
+                                     stdin=subprocess.DEVNULL, text=stdout is not None)
 
     def pid(self):
         return self.proc.pid
@@ -252,7 +253,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--enforce", action="store_true")
     parser.add_argument("--gateway-threads", type=int, help="the gateway's WORKER_THREADS (default: its own, one; 0: one per CPU)")
-    parser.add_argument("--targets", default="gateway,nginx,direct", help="comma separated; all three for the verdict")
+    parser.add_argument("--targets", default="gateway,nginx,direct",
+                        help="comma separated: gateway, nginx, direct (all three for the verdict against nginx), "
+                             "gateway-traced (the gateway and its upstream exporting every span to an OTLP sink; "
+                             "with gateway, the throughput ratio)")
     args = parser.parse_args()
     bins = Path(args.bin_dir)
     for tool in ("h2load", "nginx", "grpcurl"):
@@ -266,10 +270,11 @@ def main():
         subprocess.run([str(bins / "dev-certs"), "--dir", str(certs)], check=True, stdout=sys.stderr, stderr=sys.stderr)
         clean = {"PATH": os.environ.get("PATH", "")}
 
-        def user_service(name, extra_env, extra_args):
+        def user_service(name, extra_env, extra_args, data_of=None):
             grpc_port, admin_port = free_port(), free_port()
-            data = work / name
-            data.mkdir()
+            # data_of: another user service's SQLite file (WAL: both read it), so both know the bench user.
+            data = work / (data_of or name)
+            data.mkdir(exist_ok=True)
             proc = Process(name, [str(bins / "user-service"), "serve", "--grpc-addr", f"127.0.0.1:{grpc_port}",
                                   "--admin-addr", f"127.0.0.1:{admin_port}", "--data-dir", str(data),
                                   "--log-filter", "warn", *extra_args], env={**clean, **extra_env})
@@ -283,22 +288,42 @@ def main():
         }, [])
         direct, direct_port, direct_admin = user_service("user-service-plaintext", {}, ["--insecure-plaintext"])
 
-        routes = work / "routes.toml"
-        routes.write_text(f'[[upstreams]]\nname = "user-service"\naddress = "127.0.0.1:{upstream_port}"\n'
-                          f'services = ["suite.user.v1.UserService"]\n')
-        gateway_port, gateway_admin = free_port(), free_port()
-        gateway = Process("edge-gateway", [str(bins / "edge-gateway"), "serve", "--grpc-addr", f"127.0.0.1:{gateway_port}",
-                                           "--admin-addr", f"127.0.0.1:{gateway_admin}", "--log-filter", "warn"], env={
-            **clean,
-            "TLS_CERT": str(certs / "edge-gateway.pem"), "TLS_KEY": str(certs / "edge-gateway-key.pem"),
-            "TLS_CA": str(certs / "ca.pem"), "JWKS_FILE": str(certs / "jwks.json"),
-            "JWT_ISSUER": "suite-dev", "JWT_AUDIENCE": "suite", "GATEWAY_ROUTES": str(routes),
-            # One subject drives all the load here; its bucket must not be what is measured.
-            "RATE_LIMIT_PER_SECOND": "1000000000", "RATE_LIMIT_BURST": "1000000000",
-            **({"WORKER_THREADS": str(args.gateway_threads)} if args.gateway_threads is not None else {}),
-        })
-        processes.append(gateway)
-        wait_for_port(gateway_admin, gateway)
+        def start_gateway(name, upstream_grpc_port, extra_env):
+            routes = work / f"{name}-routes.toml"
+            routes.write_text(f'[[upstreams]]\nname = "user-service"\naddress = "127.0.0.1:{upstream_grpc_port}"\n'
+                              f'services = ["suite.user.v1.UserService"]\n')
+            port, admin_port = free_port(), free_port()
+            proc = Process(name, [str(bins / "edge-gateway"), "serve", "--grpc-addr", f"127.0.0.1:{port}",
+                                  "--admin-addr", f"127.0.0.1:{admin_port}", "--log-filter", "warn"], env={
+                **clean,
+                "TLS_CERT": str(certs / "edge-gateway.pem"), "TLS_KEY": str(certs / "edge-gateway-key.pem"),
+                "TLS_CA": str(certs / "ca.pem"), "JWKS_FILE": str(certs / "jwks.json"),
+                "JWT_ISSUER": "suite-dev", "JWT_AUDIENCE": "suite", "GATEWAY_ROUTES": str(routes),
+                # One subject drives all the load here; its bucket must not be what is measured.
+                "RATE_LIMIT_PER_SECOND": "1000000000", "RATE_LIMIT_BURST": "1000000000",
+                **({"WORKER_THREADS": str(args.gateway_threads)} if args.gateway_threads is not None else {}),
+                **extra_env,
+            })
+            processes.append(proc)
+            wait_for_port(admin_port, proc)
+            return proc, port, admin_port
+
+        gateway, gateway_port, gateway_admin = start_gateway("edge-gateway", upstream_port, {})
+        traced = None
+        if "gateway-traced" in args.targets.split(","):
+            # The same path with trace export on at 100% sampling, gateway and user service both
+            # exporting to a real OTLP/gRPC receiver that counts and drops (otlp-sink).
+            sink = Process("otlp-sink", [str(bins / "otlp-sink"), "127.0.0.1:0"], env=clean, stdout=subprocess.PIPE)
+            processes.append(sink)
+            sink_addr = sink.proc.stdout.readline().split()[-1]
+            export = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink_addr}", "OTEL_TRACES_SAMPLER": "always_on"}
+            traced_upstream, traced_upstream_port, traced_upstream_admin = user_service("user-service-mtls-traced", {
+                "TLS_CERT": str(certs / "user-service.pem"), "TLS_KEY": str(certs / "user-service-key.pem"),
+                "TLS_CA": str(certs / "ca.pem"), "AUTHZ_POLICY": str(ROOT / "config/dev/user-service.authz.toml"),
+                **export,
+            }, [], data_of="user-service-mtls")
+            traced_gateway, traced_port, traced_admin = start_gateway("edge-gateway-traced", traced_upstream_port, export)
+            traced = (sink, traced_gateway, traced_port, traced_upstream_admin)
         time.sleep(1)
         idle_rss = rss_kib(gateway.pid())
 
@@ -326,9 +351,10 @@ def main():
         wait_for_port(nginx_port, nginx)
 
         # Every path answers the benchmark's request before any load (and warms the caches).
-        for port, flags, who in ((gateway_port, ["-cacert", str(certs / "ca.pem"), "-H", f"authorization: Bearer {user_token}"], user_id),
+        warm = [(traced[2], ["-cacert", str(certs / "ca.pem"), "-H", f"authorization: Bearer {user_token}"], user_id)] if traced else []
+        for port, flags, who in warm + [(gateway_port, ["-cacert", str(certs / "ca.pem"), "-H", f"authorization: Bearer {user_token}"], user_id),
                                  (nginx_port, ["-cacert", str(certs / "ca.pem")], user_id),
-                                 (direct_port, ["-plaintext"], direct_user)):
+                                 (direct_port, ["-plaintext"], direct_user)]:
             host = f"localhost:{port}" if "-plaintext" not in flags else f"127.0.0.1:{port}"
             # From the proto files: nginx forwards reflection as the gateway's identity, which may not use it.
             grpcurl([*flags, "-import-path", str(ROOT / "proto"), "-proto", "suite/user/v1/user.proto",
@@ -349,6 +375,9 @@ def main():
             "direct": (f"http://127.0.0.1:{direct_port}{GET_USER}", direct_body, [], lambda: [direct.pid()],
                        lambda: get_user_codes(direct_admin)),
         }
+        if traced:
+            targets["gateway-traced"] = (f"https://127.0.0.1:{traced[2]}{GET_USER}", body, [f"authorization: Bearer {user_token}"],
+                                         lambda: [traced[1].pid()], lambda: get_user_codes(traced[3]))
 
         peak_rss = [0]
         sampling = [True]
@@ -384,31 +413,46 @@ def main():
 
         print(f"### Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
         print(f"h2load, {args.warmup_seconds} s warm-up + {args.seconds} s measured per row, {args.rounds} rounds, "
-              f"order gateway, nginx, direct per round; gateway worker threads: "
+              f"order {args.targets.replace(',', ', ')} per round; gateway worker threads: "
               f"{'its default (1)' if args.gateway_threads is None else args.gateway_threads}; nginx worker processes: 2.\n")
         print("| target | connections x streams | round | req/s | p50 ms | p99 ms | proxy CPU µs/req |")
         print("|---|---|---|---:|---:|---:|---:|")
         for r in results:
             print(f"| {r['name']} | {r['shape']} | {r['round']} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu_us']:.1f} |")
-        throughput_ratio = mean("gateway", "4x32", "rps") / max(1.0, mean("nginx", "4x32", "rps"))
-        per_round = [g["rps"] / max(1.0, n["rps"]) for g, n in zip(
-            [r for r in results if r["name"] == "gateway" and r["shape"] == "4x32"],
-            [r for r in results if r["name"] == "nginx" and r["shape"] == "4x32"])]
-        direct_p50 = mean("direct", "1x1", "p50")
-        gateway_added = mean("gateway", "1x1", "p50") - direct_p50
-        nginx_added = mean("nginx", "1x1", "p50") - direct_p50
-        rss_mb = peak_rss[0] / 1024
+        names = set(args.targets.split(","))
         print()
-        print(f"- Throughput at 4x32, gateway / nginx: **{throughput_ratio:.2f}x** "
-              f"(per round: {', '.join(f'{ratio:.2f}x' for ratio in per_round)}; target >= 1.5x)")
-        print(f"- Added p50 at 1x1 over direct ({direct_p50:.3f} ms): gateway **{gateway_added:+.3f} ms**, "
-              f"nginx **{nginx_added:+.3f} ms** (target: gateway <= nginx)")
+        met = True
+        if {"gateway", "nginx", "direct"} <= names:
+            throughput_ratio = mean("gateway", "4x32", "rps") / max(1.0, mean("nginx", "4x32", "rps"))
+            per_round = [g["rps"] / max(1.0, n["rps"]) for g, n in zip(
+                [r for r in results if r["name"] == "gateway" and r["shape"] == "4x32"],
+                [r for r in results if r["name"] == "nginx" and r["shape"] == "4x32"])]
+            direct_p50 = mean("direct", "1x1", "p50")
+            gateway_added = mean("gateway", "1x1", "p50") - direct_p50
+            nginx_added = mean("nginx", "1x1", "p50") - direct_p50
+            print(f"- Throughput at 4x32, gateway / nginx: **{throughput_ratio:.2f}x** "
+                  f"(per round: {', '.join(f'{ratio:.2f}x' for ratio in per_round)}; target >= 1.5x)")
+            print(f"- Added p50 at 1x1 over direct ({direct_p50:.3f} ms): gateway **{gateway_added:+.3f} ms**, "
+                  f"nginx **{nginx_added:+.3f} ms** (target: gateway <= nginx)")
+            met = throughput_ratio >= 1.5 and gateway_added <= nginx_added
+        if {"gateway", "gateway-traced"} <= names:
+            traced_ratio = mean("gateway-traced", "4x32", "rps") / max(1.0, mean("gateway", "4x32", "rps"))
+            traced_rounds = [t["rps"] / max(1.0, g["rps"]) for t, g in zip(
+                [r for r in results if r["name"] == "gateway-traced" and r["shape"] == "4x32"],
+                [r for r in results if r["name"] == "gateway" and r["shape"] == "4x32"])]
+            print(f"- Throughput at 4x32 with trace export at 100% sampling / without: **{traced_ratio:.0%}** "
+                  f"(per round: {', '.join(f'{ratio:.0%}' for ratio in traced_rounds)}; target >= 85%)")
+            met = met and traced_ratio >= 0.85
+        rss_mb = peak_rss[0] / 1024
         print(f"- Gateway RSS: idle {idle_rss / 1024:.1f} MB, highest under load **{rss_mb:.1f} MB** (target < 30 MB)")
         print(f"- Gateway counters after the run: {gateway_errors if gateway_errors else 'no auth failures, rate-limit refusals or upstream errors'}")
+        if traced:
+            traced[0].proc.send_signal(signal.SIGTERM)
+            print(f"- Trace sink: {traced[0].proc.stdout.read().strip().splitlines()[-1]}")
         if failures:
             print("\nFAILED: " + "; ".join(failures))
             return 1
-        met = throughput_ratio >= 1.5 and gateway_added <= nginx_added and rss_mb < 30
+        met = met and rss_mb < 30
         if args.enforce and not met:
             log("a target was missed (--enforce)")
             return 2

@@ -73,6 +73,9 @@ impl ReceivedSpan {
 struct Collected {
     spans: Mutex<Vec<ReceivedSpan>>,
     export_calls: std::sync::atomic::AtomicU64,
+    span_count: std::sync::atomic::AtomicU64,
+    /// A sink (benchmarks) only counts, so a long run does not fill memory.
+    count_only: bool,
 }
 
 struct Receiver {
@@ -86,8 +89,21 @@ impl TraceService for Receiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.collected.export_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = request.into_inner();
+        let count: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        self.collected
+            .span_count
+            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.collected.count_only {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }));
+        }
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let resource_attributes = resource_spans.resource.map(|resource| resource.attributes).unwrap_or_default();
             let service = attributes(&resource_attributes)
                 .remove("service.name")
@@ -156,9 +172,21 @@ impl OtlpReceiver {
     }
 
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::serve(addr, false).await
+    }
+
+    /// A sink that counts the spans it is sent and keeps none (for benchmarks).
+    pub async fn start_counting(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::serve(addr, true).await
+    }
+
+    async fn serve(addr: SocketAddr, count_only: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let collected = Arc::new(Collected::default());
+        let collected = Arc::new(Collected {
+            count_only,
+            ..Collected::default()
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let service = TraceServiceServer::new(Receiver {
             collected: collected.clone(),
@@ -192,6 +220,11 @@ impl OtlpReceiver {
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.collected.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// How many spans arrived, kept or not.
+    pub fn span_count(&self) -> u64 {
+        self.collected.span_count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many export calls arrived.
