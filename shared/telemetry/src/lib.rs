@@ -120,16 +120,6 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
     })
 }
 
-/// Logging only, no trace export; calling it twice keeps the first subscriber.
-pub fn init_logging(service: &'static str, format: LogFormat, filter: &str) {
-    let logging = LoggingArgs {
-        log_format: format,
-        log_filter: filter.to_owned(),
-    };
-    // Without an endpoint nothing can fail.
-    let _ = init(service, &logging, &TracingConfig::disabled(service));
-}
-
 /// Whether spans are being exported by this process. Hot paths (the gateway's
 /// proxy) skip building spans when they are not.
 pub fn tracing_enabled() -> bool {

@@ -125,16 +125,20 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        let guard = SpanGuard {
+        // No subscriber wants the span (no export, logs above INFO): nothing to hold open, so
+        // the response body goes out unwrapped; the request id is all the call pays for.
+        let guard = (!span.is_disabled()).then(|| SpanGuard {
             span: span.clone(),
             finished: false,
-        };
+        });
         REQUEST_ID
             .scope(request_id.clone(), future.instrument(span))
             .map(move |result| {
                 let mut response = result?;
                 response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
-                let mut guard = guard;
+                let Some(mut guard) = guard else {
+                    return Ok(response);
+                };
                 // A trailers-only reply (errors, shed load) has its status in the headers.
                 guard.on_trailers(response.headers());
                 Ok(response.map(|body| GuardedBody::wrap(body, guard)))
@@ -151,7 +155,9 @@ fn accept_or_generate_request_id(headers: &mut HeaderMap) -> HeaderValue {
     {
         return value.clone();
     }
-    let generated = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     headers.insert(REQUEST_ID_HEADER, generated.clone());
     generated
 }
