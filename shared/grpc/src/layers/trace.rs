@@ -94,7 +94,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let request_id = accept_or_generate_request_id(request.headers_mut());
+        let (request_id, accepted) = accept_or_generate_request_id(request.headers_mut());
+        // A service of the suite that sent the id (mutual TLS identity) has it already; echoing
+        // it would cost every internal hop a header to encode and decode. End clients get it back.
+        let from_workload = request.extensions().get::<PeerInfo>().is_some_and(|peer| peer.identity.is_some());
+        let echo = !(accepted && from_workload);
         let path = request.uri().path();
         let (service, method) = match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
             Some((service, method)) if self.layer.known_paths.contains(path) => (service, method),
@@ -135,7 +139,9 @@ where
             .scope(request_id.clone(), future.instrument(span))
             .map(move |result| {
                 let mut response = result?;
-                response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+                if echo {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+                }
                 let Some(mut guard) = guard else {
                     return Ok(response);
                 };
@@ -147,19 +153,19 @@ where
     }
 }
 
-/// The caller's request id if it is a sane one, else a new UUID; written back
-/// into the request so the handler and the gateway's proxy pass it on.
-fn accept_or_generate_request_id(headers: &mut HeaderMap) -> HeaderValue {
+/// The caller's request id if it is a sane one (and `true`), else a new UUID (and `false`);
+/// written back into the request so the handler and the gateway's proxy pass it on.
+fn accept_or_generate_request_id(headers: &mut HeaderMap) -> (HeaderValue, bool) {
     if let Some(value) = headers.get(REQUEST_ID_HEADER)
         && is_acceptable_request_id(value.as_bytes())
     {
-        return value.clone();
+        return (value.clone(), true);
     }
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
     let generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     headers.insert(REQUEST_ID_HEADER, generated.clone());
-    generated
+    (generated, false)
 }
 
 /// Printable ASCII without spaces or quotes, so it can go into logs and JSON as it is.
@@ -222,23 +228,71 @@ pub fn is_server_error(code: Code) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use suite_tls::PeerIdentity;
+
     use super::*;
 
     #[test]
     fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("req-42.a:b"));
-        assert_eq!(accept_or_generate_request_id(&mut headers), "req-42.a:b");
+        assert_eq!(
+            accept_or_generate_request_id(&mut headers),
+            (HeaderValue::from_static("req-42.a:b"), true)
+        );
 
         for bad in ["", "has space", "quote\"", &"x".repeat(MAX_REQUEST_ID_LEN + 1)] {
             let mut headers = HeaderMap::new();
             if let Ok(value) = HeaderValue::from_str(bad) {
                 headers.insert(REQUEST_ID_HEADER, value);
             }
-            let generated = accept_or_generate_request_id(&mut headers);
+            let (generated, accepted) = accept_or_generate_request_id(&mut headers);
+            assert!(!accepted);
             assert_ne!(generated, bad);
             assert_eq!(generated.len(), 36, "a UUID");
             assert_eq!(headers.get(REQUEST_ID_HEADER), Some(&generated));
         }
+    }
+
+    /// The id comes back to end clients (and whenever the server made it up), not to a
+    /// service of the suite that sent it.
+    #[tokio::test]
+    async fn request_ids_are_echoed_except_to_workloads_that_sent_them() {
+        let workload = PeerIdentity {
+            caller: "spiffe://suite.local/ns/dev/sa/edge-gateway"
+                .parse()
+                .unwrap_or_else(|error| panic!("{error}")),
+            caller_serial: "01".into(),
+            server: "spiffe://suite.local/ns/dev/sa/user-service"
+                .parse()
+                .unwrap_or_else(|error| panic!("{error}")),
+        };
+        let echoed = |identity: Option<PeerIdentity>, sent: Option<&'static str>| async move {
+            let inner = tower::service_fn(|_request: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+            });
+            let mut service = TraceLayer::new(RemoteTraceContext::Trust, []).layer(inner);
+            let mut request = http::Request::new(());
+            request.extensions_mut().insert(PeerInfo {
+                remote_addr: "127.0.0.1:5000".parse().unwrap_or_else(|error| panic!("{error}")),
+                activity: Arc::default(),
+                identity: identity.map(Arc::new),
+            });
+            if let Some(id) = sent {
+                request.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_static(id));
+            }
+            let response = service.call(request).await.unwrap_or_else(|never| match never {});
+            response.headers().get(REQUEST_ID_HEADER).cloned()
+        };
+        assert_eq!(
+            echoed(None, Some("from-client")).await,
+            Some(HeaderValue::from_static("from-client"))
+        );
+        assert_eq!(echoed(Some(workload.clone()), Some("from-gateway")).await, None);
+        assert_eq!(
+            echoed(Some(workload), None).await.map(|id| id.len()),
+            Some(36),
+            "made up here: returned"
+        );
     }
 }
