@@ -35,37 +35,9 @@ impl Suite {
             &["--user-service-addr", &user_addr],
         )
         .await;
-        let routes = data.path().join("routes.toml");
-        std::fs::write(
-            &routes,
-            format!(
-                "[[upstreams]]\nname = \"user-service\"\naddress = \"{}\"\nservices = [\"suite.user.v1.UserService\"]\n\n\
-                 [[upstreams]]\nname = \"order-service\"\naddress = \"{}\"\nservices = [\"suite.order.v1.OrderService\"]\n",
-                users.grpc, orders.grpc
-            ),
-        )
-        .unwrap();
         let (grpc, admin) = (free_addr(), free_addr());
-        let mut command = Command::new(workspace_binary("edge-gateway"));
-        command
-            .env("TLS_CERT", certs.path("edge-gateway.pem"))
-            .env("TLS_KEY", certs.path("edge-gateway-key.pem"))
-            .env("TLS_CA", certs.path("ca.pem"))
-            .env("JWKS_FILE", certs.path("jwks.json"))
-            .env("JWT_ISSUER", "suite-dev")
-            .env("JWT_AUDIENCE", "suite")
-            .env("GATEWAY_ROUTES", &routes)
-            .args([
-                "serve",
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-                "--log-filter",
-                "warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let mut command = Server::gateway_command(grpc, admin, &certs, data.path(), (users.grpc, orders.grpc), "warn");
+        command.stdout(Stdio::null());
         let gateway = Server::spawn("edge-gateway", command, grpc, admin, certs.clone()).await;
         Self {
             gateway,

@@ -67,38 +67,11 @@ impl TracedSuite {
         export_env(&mut command, receiver);
         let orders = Server::spawn("order-service", command, grpc, admin, certs.clone()).await;
 
-        let routes = data.path().join("routes.toml");
-        std::fs::write(
-            &routes,
-            format!(
-                "[[upstreams]]\nname = \"user-service\"\naddress = \"{}\"\nservices = [\"suite.user.v1.UserService\"]\n\n\
-                 [[upstreams]]\nname = \"order-service\"\naddress = \"{}\"\nservices = [\"suite.order.v1.OrderService\"]\n",
-                users.grpc, orders.grpc
-            ),
-        )
-        .unwrap();
         let (grpc, admin) = (free_addr(), free_addr());
-        let mut command = Command::new(workspace_binary("edge-gateway"));
+        let mut command = Server::gateway_command(grpc, admin, &certs, data.path(), (users.grpc, orders.grpc), filter);
         command
-            .env("TLS_CERT", certs.path("edge-gateway.pem"))
-            .env("TLS_KEY", certs.path("edge-gateway-key.pem"))
-            .env("TLS_CA", certs.path("ca.pem"))
-            .env("JWKS_FILE", certs.path("jwks.json"))
-            .env("JWT_ISSUER", "suite-dev")
-            .env("JWT_AUDIENCE", "suite")
-            .env("GATEWAY_ROUTES", &routes)
             .env("TRUST_CLIENT_TRACE_CONTEXT", trust_client_trace_context.to_string())
-            .args([
-                "serve",
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-                "--log-filter",
-                filter,
-            ])
-            .stdout(log("edge-gateway"))
-            .stderr(Stdio::inherit());
+            .stdout(log("edge-gateway"));
         export_env(&mut command, receiver);
         let gateway = Server::spawn("edge-gateway", command, grpc, admin, certs.clone()).await;
         Self {
@@ -337,8 +310,23 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         "an exemplar with the trace id on a CreateOrder bucket:\n{metrics}"
     );
     assert!(metrics.contains("suite_build_info{version="), "{metrics}");
-    let exported = suite_testkit::metric_value(&metrics, "telemetry_spans_exported_total").unwrap_or_default();
-    assert!(exported > 0.0, "the order service counts the spans it exported:\n{metrics}");
+    // Counted when the export call returns, a moment after the receiver has the spans.
+    let exported = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = suite_testkit::scrape_openmetrics(suite.orders.admin).await;
+            let exported = suite_testkit::metric_value(&metrics, "telemetry_spans_exported_total").unwrap_or_default();
+            if exported > 0.0 || std::time::Instant::now() > deadline {
+                return (exported, metrics);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (exported, exported_metrics) = exported.await;
+    assert!(
+        exported > 0.0,
+        "the order service counts the spans it exported:\n{exported_metrics}"
+    );
     // Its call to the user service, timed on the client side: exactly one, answered OK.
     assert_eq!(
         suite_testkit::metric_value(

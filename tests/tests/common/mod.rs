@@ -130,6 +130,48 @@ impl Server {
     /// `name serve` on `grpc` and `admin` with its dev certificate and policy, its
     /// SQLite file under `data_dir` unless `database_url` is given; the caller adds
     /// the log filter, further flags and where stdout goes.
+    /// The edge gateway binary in front of `users` and `orders`, with the dev listener
+    /// certificate, JWKS and routes (written under `dir`), serving on `grpc` and `admin`
+    /// with `log_filter`; stdout and extra settings are the caller's.
+    pub fn gateway_command(
+        grpc: SocketAddr,
+        admin: SocketAddr,
+        certs: &DevCerts,
+        dir: &Path,
+        (users, orders): (SocketAddr, SocketAddr),
+        log_filter: &str,
+    ) -> Command {
+        let routes = dir.join("routes.toml");
+        std::fs::write(
+            &routes,
+            format!(
+                "[[upstreams]]\nname = \"user-service\"\naddress = \"{users}\"\nservices = [\"suite.user.v1.UserService\"]\n\n\
+                 [[upstreams]]\nname = \"order-service\"\naddress = \"{orders}\"\nservices = [\"suite.order.v1.OrderService\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(workspace_binary("edge-gateway"));
+        command
+            .env("TLS_CERT", certs.path("edge-gateway.pem"))
+            .env("TLS_KEY", certs.path("edge-gateway-key.pem"))
+            .env("TLS_CA", certs.path("ca.pem"))
+            .env("JWKS_FILE", certs.path("jwks.json"))
+            .env("JWT_ISSUER", "suite-dev")
+            .env("JWT_AUDIENCE", "suite")
+            .env("GATEWAY_ROUTES", &routes)
+            .args([
+                "serve",
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+                "--log-filter",
+                log_filter,
+            ])
+            .stderr(Stdio::inherit());
+        command
+    }
+
     pub fn service_command(
         grpc: SocketAddr,
         admin: SocketAddr,
