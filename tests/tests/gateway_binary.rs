@@ -48,24 +48,6 @@ impl Suite {
         }
     }
 
-    /// `edge-gateway dev-token` for `subject`.
-    fn token(&self, subject: &str, roles: &str) -> String {
-        let output = Command::new(workspace_binary("edge-gateway"))
-            .args([
-                "dev-token",
-                "--certs-dir",
-                &self.certs.path_str(""),
-                "--subject",
-                subject,
-                "--roles",
-                roles,
-            ])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    }
-
     /// grpcurl through the gateway: server-authenticated TLS only, with `token` if any.
     /// `data` is the request body (`-d`), `command` what follows the address.
     fn grpcurl_args(&self, token: Option<&str>, data: Option<&str>, command: &[&str]) -> Vec<String> {
@@ -91,7 +73,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token() {
     let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
     let suite = Suite::start().await;
-    let admin = suite.token("operator", "admin");
+    let admin = suite.certs.dev_token("operator", "admin");
 
     let listed = grpcurl(&grpcurl_bin, &strs(&suite.grpcurl_args(Some(&admin), None, &["list"])));
     for service in ["suite.user.v1.UserService", "suite.order.v1.OrderService", "grpc.health.v1.Health"] {
@@ -115,7 +97,7 @@ async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token(
     let user_id = created["user"]["id"].as_str().unwrap();
 
     // The user's own token creates and reads an order.
-    let own = suite.token(user_id, "");
+    let own = suite.certs.dev_token(user_id, "");
     let order = format!(
         r#"{{"user_id":"{user_id}","idempotency_key":"gw-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
     );
@@ -144,7 +126,7 @@ async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token(
     );
     assert!(refused.contains("Unauthenticated"), "{refused}");
     // Another user's token may not read this user's order.
-    let stranger = suite.token("01a20b09-dc56-77ed-af76-000000000000", "");
+    let stranger = suite.certs.dev_token("01a20b09-dc56-77ed-af76-000000000000", "");
     let denied = grpcurl_fails(
         &grpcurl_bin,
         &strs(&suite.grpcurl_args(

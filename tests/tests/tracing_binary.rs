@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{DevCerts, Server, free_addr, grpcurl};
+use suite_testkit::OtlpReceiver;
 use suite_testkit::otlp::{ReceivedSpan, kind, status};
-use suite_testkit::{OtlpReceiver, workspace_binary};
 
 /// A W3C trace id and parent span id the test client claims as its own.
 const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -81,23 +81,6 @@ impl TracedSuite {
             certs,
             data,
         }
-    }
-
-    fn token(&self, subject: &str, roles: &str) -> String {
-        let output = Command::new(workspace_binary("edge-gateway"))
-            .args([
-                "dev-token",
-                "--certs-dir",
-                &self.certs.path_str(""),
-                "--subject",
-                subject,
-                "--roles",
-                roles,
-            ])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
     /// grpcurl through the gateway with `token`, extra headers and body `data`; `-v` shows response headers.
@@ -173,7 +156,7 @@ fn assert_rpc(span: &ReceivedSpan, service: &str, span_kind: i32, rpc_service: &
 /// Creates a user as an admin, then, as that user, an order sent with the
 /// client's own `traceparent` and `x-request-id`; returns grpcurl's verbose output.
 fn create_user_then_order(suite: &TracedSuite, grpcurl_bin: &Path) -> String {
-    let admin = suite.token("operator", "admin");
+    let admin = suite.certs.dev_token("operator", "admin");
     let created = suite.call(
         grpcurl_bin,
         &admin,
@@ -188,7 +171,7 @@ fn create_user_then_order(suite: &TracedSuite, grpcurl_bin: &Path) -> String {
         .to_owned();
 
     // The user's own order, sent with the client's trace context and request id.
-    let own = suite.token(&user_id, "");
+    let own = suite.certs.dev_token(&user_id, "");
     let order = format!(
         r#"{{"user_id":"{user_id}","idempotency_key":"traced-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
     );

@@ -52,6 +52,24 @@ impl DevCerts {
         self.path(file).to_str().unwrap().to_owned()
     }
 
+    /// `edge-gateway dev-token`: a token for `subject` with `roles`, signed with these certificates' dev key.
+    pub fn dev_token(&self, subject: &str, roles: &str) -> String {
+        let output = Command::new(workspace_binary("edge-gateway"))
+            .args([
+                "dev-token",
+                "--certs-dir",
+                &self.path_str(""),
+                "--subject",
+                subject,
+                "--roles",
+                roles,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     /// The TLS and policy environment `just up` gives the service `name`.
     fn server_env(&self, command: &mut Command, name: &str) {
         command
