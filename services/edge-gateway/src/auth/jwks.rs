@@ -105,6 +105,13 @@ impl JwksSource {
                 .to_vec(),
         })
     }
+
+    /// The document's digest (so an unchanged one changes nothing) and the keys it holds.
+    async fn read_key_set(&self) -> Result<([u8; 32], KeySet), String> {
+        let document = self.read().await?;
+        let set = KeySet::from_jwks(&document).map_err(|error| error.to_string())?;
+        Ok((digest(&document), set))
+    }
 }
 
 impl UrlSource {
@@ -201,10 +208,7 @@ impl KeyStore {
         on_change: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Arc<Self>, String> {
         let failed = |error: String| format!("cannot load the JWKS ({source:?}): {error}");
-        let loaded = source.read().await.and_then(|document| {
-            let set = KeySet::from_jwks(&document).map_err(|error| error.to_string())?;
-            Ok((digest(&document), set))
-        });
+        let loaded = source.read_key_set().await;
         let (digest, first) = match loaded {
             Ok((digest, set)) => {
                 tracing::info!(source = ?source, keys = set.len(), "JWKS loaded");
@@ -276,10 +280,7 @@ impl KeyStore {
 
     async fn fetch(&self, last_fetch: &mut LastFetch) {
         last_fetch.started = Instant::now();
-        let parsed = self.source.read().await.and_then(|document| {
-            let set = KeySet::from_jwks(&document).map_err(|error| error.to_string())?;
-            Ok((digest(&document), set))
-        });
+        let parsed = self.source.read_key_set().await;
         match parsed {
             Ok((digest, _)) if digest == last_fetch.digest => self.metrics.jwks_refresh(true),
             Ok((digest, set)) => {
