@@ -97,7 +97,11 @@ where
         let (request_id, accepted) = accept_or_generate_request_id(request.headers_mut());
         // A service of the suite that sent the id (mutual TLS identity) has it already; echoing
         // it would cost every internal hop a header to encode and decode. End clients get it back.
-        let from_workload = request.extensions().get::<PeerInfo>().is_some_and(|peer| peer.identity.is_some());
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|peer| (peer.remote_addr, peer.identity.is_some()));
+        let from_workload = peer.is_some_and(|(_, verified)| verified);
         let echo = !(accepted && from_workload);
         let path = request.uri().path();
         let (service, method) = match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
@@ -117,9 +121,9 @@ where
             network.peer.port = Empty,
             request_id = request_id.to_str().unwrap_or_default(),
         );
-        if let Some(peer) = request.extensions().get::<PeerInfo>() {
-            span.record("network.peer.address", tracing::field::display(peer.remote_addr.ip()));
-            span.record("network.peer.port", peer.remote_addr.port());
+        if let Some((remote_addr, _)) = peer {
+            span.record("network.peer.address", tracing::field::display(remote_addr.ip()));
+            span.record("network.peer.port", remote_addr.port());
         }
         match self.layer.remote {
             RemoteTraceContext::Trust => suite_telemetry::propagation::continue_from(&span, request.headers()),
