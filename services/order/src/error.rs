@@ -38,6 +38,7 @@ pub enum OrderError {
 
 impl From<DbErr> for OrderError {
     fn from(error: DbErr) -> Self {
+        suite_db::classify_and_record(&error);
         Self::Database(error)
     }
 }

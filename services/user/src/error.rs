@@ -25,7 +25,7 @@ pub enum UserError {
 impl From<DbErr> for UserError {
     fn from(error: DbErr) -> Self {
         // The only unique constraint besides the (server-generated) id is the email.
-        match suite_db::classify(&error) {
+        match suite_db::classify_and_record(&error) {
             DbFailure::UniqueViolation => Self::EmailTaken,
             _ => Self::Database(error),
         }

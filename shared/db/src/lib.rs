@@ -160,6 +160,33 @@ pub enum DbFailure {
     Other,
 }
 
+impl DbFailure {
+    /// The span attribute `error.type` for this kind of failure.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::UniqueViolation => "unique_violation",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Classifies `error` and, when the current span is a database span (named
+/// `db`, with `otel.status_code` and `error.type` fields), marks it failed with
+/// the error's kind. Services call it where a database error becomes one of
+/// theirs, which every failed statement passes through, so a trace shows which
+/// query failed; other spans are left alone, since a unique violation is a
+/// caller's mistake (ALREADY_EXISTS), not a failed call.
+pub fn classify_and_record(error: &DbErr) -> DbFailure {
+    let failure = classify(error);
+    let span = tracing::Span::current();
+    if span.metadata().is_some_and(|metadata| metadata.name() == "db") {
+        span.record("otel.status_code", "error");
+        span.record("error.type", failure.as_str());
+    }
+    failure
+}
+
 /// Classifies a sea-orm error without looking at its message text.
 pub fn classify(error: &DbErr) -> DbFailure {
     if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {

@@ -49,7 +49,7 @@ impl OrderStore {
 
     /// The order an idempotency key created, if it was the same request;
     /// `IdempotencyConflict` if the key was used for a different one.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn find_by_key(&self, key: &str, fingerprint: &str) -> Result<Option<OrderRecord>, OrderError> {
         let Some(order) = order::Entity::find()
             .filter(order::Column::IdempotencyKey.eq(key))
@@ -67,7 +67,7 @@ impl OrderStore {
     /// Inserts the order and its items in one transaction. When a concurrent
     /// request with the same key won the race, the unique index refuses this
     /// insert and the winner's order is returned (or a conflict reported).
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "INSERT", db.collection.name = "orders"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "INSERT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn create(&self, new: &NewOrder, fingerprint: &str) -> Result<Created, OrderError> {
         let now = now();
         let id = Uuid::now_v7();
@@ -115,7 +115,7 @@ impl OrderStore {
         }
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn get(&self, id: Uuid) -> Result<Option<OrderRecord>, OrderError> {
         match order::Entity::find_by_id(id).one(&self.db).await? {
             Some(order) => Ok(Some(self.with_items(order).await?)),
@@ -124,7 +124,7 @@ impl OrderStore {
     }
 
     /// Up to `limit` of a user's orders after `after`, oldest first (ids are UUIDv7).
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn list(&self, user_id: Uuid, after: Option<Uuid>, limit: u64) -> Result<Vec<OrderRecord>, OrderError> {
         let mut query = order::Entity::find()
             .filter(order::Column::UserId.eq(user_id))
@@ -159,7 +159,7 @@ impl OrderStore {
     /// Applies `transition` if the order's status allows it (and, with
     /// `expected_version`, if that is still current). The check and the write
     /// are one statement, so two concurrent changes cannot both win.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "UPDATE", db.collection.name = "orders"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "UPDATE", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn transition(&self, id: Uuid, transition: Transition, expected_version: Option<i64>) -> Result<OrderRecord, OrderError> {
         let Some(target) = Status::sources(transition).first().and_then(|source| source.after(transition)) else {
             return Err(OrderError::Corrupt(id));

@@ -23,7 +23,7 @@ impl UserStore {
         Self { db }
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "INSERT", db.collection.name = "users"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "INSERT", db.collection.name = "users", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn create(&self, new: NewUser) -> Result<User, UserError> {
         let now = now();
         let user = ActiveModel {
@@ -38,7 +38,7 @@ impl UserStore {
         Ok(user.insert(&self.db).await?)
     }
 
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "users"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "users", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, UserError> {
         Ok(Users::find_by_id(id).one(&self.db).await?)
     }
@@ -46,7 +46,7 @@ impl UserStore {
     /// Applies `changes` only if the stored version is still `expected_version`;
     /// the check and the write are one statement, so concurrent updates cannot
     /// both win.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "UPDATE", db.collection.name = "users"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "UPDATE users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "UPDATE", db.collection.name = "users", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn update(&self, id: Uuid, expected_version: i64, changes: UserChanges) -> Result<User, UserError> {
         let transaction = self.db.begin().await?;
         let mut update = Users::update_many()
@@ -76,7 +76,7 @@ impl UserStore {
     }
 
     /// Deletes the user; with `expected_version`, only if it is still current.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "DELETE", db.collection.name = "users"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "DELETE", db.collection.name = "users", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn delete(&self, id: Uuid, expected_version: Option<i64>) -> Result<(), UserError> {
         let mut delete = Users::delete_many().filter(Column::Id.eq(id));
         if let Some(version) = expected_version {
@@ -95,7 +95,7 @@ impl UserStore {
     }
 
     /// Up to `limit` users after `after`, oldest first (ids are UUIDv7).
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "users"))]
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT users", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "users", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn list(&self, after: Option<Uuid>, limit: u64) -> Result<Vec<User>, UserError> {
         let mut query = Users::find().order_by_asc(Column::Id).limit(limit);
         if let Some(after) = after {
