@@ -169,3 +169,125 @@ fn help_lists_the_client_stack_settings_and_missing_tls_exits_64() {
         .unwrap();
     assert_eq!(no_tls.status.code(), Some(64), "{}", String::from_utf8_lossy(&no_tls.stdout));
 }
+
+/// The JSON log lines a process wrote to `path`.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Trace export off (no collector configured): every log line written while
+/// serving a call still carries a trace id and span id. A trusted caller's
+/// trace id continues through both services; a trace the order service starts
+/// for its own logs is not passed on (the user service names the call itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trace_export_log_lines_still_carry_trace_ids_across_both_services() {
+    const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let certs = DevCerts::issue();
+    let data = tempfile::tempdir().unwrap();
+    let log = |name: &str| std::fs::File::create(data.path().join(format!("{name}.log"))).unwrap();
+    let start = |name: &'static str, extra: Vec<String>| {
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut command = Server::service_command(grpc, admin, name, &certs, data.path(), None);
+        // The harness's per-call debug line is one every call writes for sure.
+        command
+            .args(["--log-filter", "info,suite_grpc=debug"])
+            .args(extra)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(log(name));
+        Server::spawn(name, command, grpc, admin, certs.clone())
+    };
+    let mut users = start("user-service", vec![]).await;
+    let mut orders = start("order-service", vec!["--user-service-addr".into(), users.grpc.to_string()]).await;
+
+    let user = suite_proto::suite::user::v1::user_service_client::UserServiceClient::new(users.channel().await)
+        .create_user(suite_proto::suite::user::v1::CreateUserRequest {
+            email: "logs@example.com".into(),
+            display_name: "Logs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let mut client = OrderServiceClient::new(orders.channel().await);
+    let create = |key: &str, request_id: &'static str, traceparent: Option<String>| {
+        let mut request = tonic::Request::new(pb::CreateOrderRequest {
+            user_id: user.id.clone(),
+            idempotency_key: key.into(),
+            items: vec![pb::LineItem {
+                sku: "A".into(),
+                quantity: 1,
+                unit_price: Some(pb::Money {
+                    currency_code: "EUR".into(),
+                    amount_minor: 1,
+                }),
+                line_total: None,
+            }],
+        });
+        request.metadata_mut().insert("x-request-id", request_id.parse().unwrap());
+        if let Some(traceparent) = traceparent {
+            request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+        }
+        request
+    };
+    client
+        .create_order(create(
+            "continued",
+            "logs-continued",
+            Some(format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")),
+        ))
+        .await
+        .unwrap();
+    client.create_order(create("started", "logs-started", None)).await.unwrap();
+    drop(client);
+    // The per-call line is written when the call's last byte has gone: stop both to flush their logs.
+    for server in [&mut orders, &mut users] {
+        server.terminate();
+        assert!(server.child.wait().unwrap().success());
+    }
+    let order_lines = json_lines(&data.path().join("order-service.log"));
+    let user_lines = json_lines(&data.path().join("user-service.log"));
+    let call_lines = |lines: &[serde_json::Value], request_id: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|line| line["span"]["request_id"] == request_id)
+            .cloned()
+            .collect()
+    };
+    let ids = |line: &serde_json::Value| -> (String, String) {
+        let id = |key: &str| line[key].as_str().unwrap_or_else(|| panic!("no {key} in {line}")).to_owned();
+        (id("trace_id"), id("span_id"))
+    };
+
+    // Continued: the caller's trace id on every line of both hops, each hop with a span id of its own.
+    let (order_calls, user_calls) = (
+        call_lines(&order_lines, "logs-continued"),
+        call_lines(&user_lines, "logs-continued"),
+    );
+    assert!(!order_calls.is_empty() && !user_calls.is_empty(), "{order_lines:?}\n{user_lines:?}");
+    let mut span_ids = std::collections::HashSet::new();
+    for line in order_calls.iter().chain(&user_calls) {
+        let (trace_id, span_id) = ids(line);
+        assert_eq!(trace_id, CALLER_TRACE, "{line}");
+        assert_ne!(span_id, CALLER_SPAN, "{line}");
+        span_ids.insert(span_id);
+    }
+    assert_eq!(span_ids.len(), 2, "one span id per hop: {span_ids:?}");
+
+    // Started here: the order service's lines share one new trace id; the user service's call has another.
+    let (order_calls, user_calls) = (call_lines(&order_lines, "logs-started"), call_lines(&user_lines, "logs-started"));
+    assert!(!order_calls.is_empty() && !user_calls.is_empty());
+    let order_traces: std::collections::HashSet<String> = order_calls.iter().map(|line| ids(line).0).collect();
+    let user_traces: std::collections::HashSet<String> = user_calls.iter().map(|line| ids(line).0).collect();
+    assert_eq!(order_traces.len(), 1, "{order_traces:?}");
+    assert_eq!(user_traces.len(), 1, "{user_traces:?}");
+    let order_trace = order_traces.iter().next().unwrap();
+    assert!(order_trace.len() == 32 && order_trace != CALLER_TRACE, "{order_trace}");
+    assert!(user_traces.is_disjoint(&order_traces), "a log-only trace is not passed on");
+}

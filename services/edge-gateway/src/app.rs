@@ -98,7 +98,11 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         authenticator,
         public,
         limiter: RateLimiter::new(&config.rate_limit),
-        proxy: Proxy::new(config.server.max_message_bytes, metrics.clone()),
+        proxy: Proxy::new(
+            config.server.max_message_bytes,
+            metrics.clone(),
+            suite_grpc::method_paths(descriptors),
+        ),
         routes,
         metrics,
     });

@@ -3,8 +3,10 @@
 //! headers, status and trailers pass unchanged. On the way it shrinks
 //! `grpc-timeout` by the time already spent, refuses request messages over the
 //! size limit (read from each message's 5-byte gRPC prefix as it passes), and
-//! reports each call's final status to the upstream's circuit breaker.
+//! reports each call's final status to the upstream's circuit breaker, to the
+//! client call latency histogram and, when tracing, to the call's client span.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
-use suite_grpc::client::{AdmittedCall, ClientCallSpan};
+use suite_grpc::client::{AdmittedCall, ClientCall};
 use tonic::Code;
 use tonic::body::Body;
 
@@ -29,13 +31,26 @@ const GRPC_STATUS: &str = "grpc-status";
 pub struct Proxy {
     max_message_bytes: u64,
     metrics: GatewayMetrics,
+    /// `/package.Service/Method` of the routed services' methods: the only
+    /// method names the upstream call metrics and spans carry.
+    known_paths: Arc<HashSet<String>>,
 }
 
 impl Proxy {
-    pub fn new(max_message_bytes: usize, metrics: GatewayMetrics) -> Self {
+    pub fn new(max_message_bytes: usize, metrics: GatewayMetrics, known_paths: impl IntoIterator<Item = String>) -> Self {
         Self {
             max_message_bytes: max_message_bytes as u64,
             metrics,
+            known_paths: Arc::new(known_paths.into_iter().collect()),
+        }
+    }
+
+    /// The service and method a call is recorded under; a method the
+    /// descriptors do not name is `unknown`, so clients cannot mint series.
+    fn call_names<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
+        match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+            Some(names) if self.known_paths.contains(path) => names,
+            _ => ("unknown", "unknown"),
         }
     }
 
@@ -66,16 +81,10 @@ impl Proxy {
                 status,
             }
         })?;
-        // With tracing on: the upstream call's client span, whose context the upstream continues.
-        let mut span = ClientCallSpan::start(parts.uri.path(), upstream.name);
-        if let Some(span) = &span {
-            span.inject(&mut parts.headers);
-        }
-        let mut finish_span = |code: Code| {
-            if let Some(span) = span.as_mut() {
-                span.finish(code);
-            }
-        };
+        // Timed from here to its trailers; with tracing on, a client span the upstream continues.
+        let (service, method) = self.call_names(parts.uri.path());
+        let mut call = ClientCall::start(upstream.name, service, method, upstream.resilience.metrics());
+        call.inject(&mut parts.headers);
         let oversized = Arc::new(AtomicU64::new(0));
         let body = Body::new(MessageLimit {
             inner: body,
@@ -98,11 +107,11 @@ impl Proxy {
                 if size > 0 {
                     // We cut the request off; the upstream is not to blame.
                     drop(admitted);
-                    finish_span(Code::ResourceExhausted);
+                    call.finish(Code::ResourceExhausted);
                     return Err(too_large(size));
                 }
                 admitted.finish(Code::Unavailable);
-                finish_span(Code::Unavailable);
+                call.finish(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
                 tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
                 Err(GatewayError::UpstreamUnavailable {
@@ -114,20 +123,20 @@ impl Proxy {
                 let size = oversized.load(Ordering::Relaxed);
                 if size > 0 {
                     drop(admitted);
-                    finish_span(Code::ResourceExhausted);
+                    call.finish(Code::ResourceExhausted);
                     return Err(too_large(size));
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
                     admitted.finish(code);
-                    finish_span(code);
+                    call.finish(code);
                     return Ok(response);
                 }
                 let (parts, body) = response.into_parts();
                 let body = Body::new(ReportOutcome {
                     inner: body,
                     admitted: Some(admitted),
-                    span,
+                    call: Some(call),
                 });
                 Ok(http::Response::from_parts(parts, body))
             }
@@ -245,12 +254,12 @@ impl http_body::Body for MessageLimit {
 
 /// The response body on its way to the client; its trailers' `grpc-status`
 /// is the call's outcome for the upstream's circuit breaker and ends the
-/// upstream call's span. Dropped before the end (the client went away), it
-/// reports nothing to the breaker and ends the span as CANCELLED.
+/// upstream call (its latency and span). Dropped before the end (the client
+/// went away), it reports nothing to the breaker and ends the call as CANCELLED.
 struct ReportOutcome {
     inner: Body,
     admitted: Option<AdmittedCall>,
-    span: Option<ClientCallSpan>,
+    call: Option<ClientCall>,
 }
 
 impl ReportOutcome {
@@ -258,8 +267,8 @@ impl ReportOutcome {
         if let Some(admitted) = self.admitted.take() {
             admitted.finish(code);
         }
-        if let Some(mut span) = self.span.take() {
-            span.finish(code);
+        if let Some(mut call) = self.call.take() {
+            call.finish(code);
         }
     }
 }

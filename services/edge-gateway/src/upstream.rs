@@ -247,7 +247,8 @@ fn forward_body(body: Body, stream: SendStream<Bytes>) {
     match Pin::new(&mut pipe).poll(&mut Context::from_waker(waker)) {
         Poll::Ready(()) => {}
         Poll::Pending => {
-            tokio::spawn(pipe);
+            // Still the request's work: its logs belong to the request's trace.
+            suite_telemetry::context::spawn_in_current_context(pipe);
         }
     }
 }

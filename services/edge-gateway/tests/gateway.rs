@@ -83,6 +83,24 @@ async fn a_user_creates_and_reads_an_order_through_the_gateway() {
             .await;
         assert!(reply.is_ok(), "{algorithm:?}: {reply:?}");
     }
+
+    // Every upstream call was timed, per upstream, method and status (GetUser: the reads above).
+    let metrics = gateway.running.metrics().await;
+    for (series, calls) in [
+        (
+            r#"dependency="user-service",rpc_service="suite.user.v1.UserService",rpc_method="GetUser",rpc_grpc_status_code="0""#,
+            3,
+        ),
+        (
+            r#"dependency="order-service",rpc_service="suite.order.v1.OrderService",rpc_method="CreateOrder",rpc_grpc_status_code="0""#,
+            1,
+        ),
+    ] {
+        assert!(
+            metrics.contains(&format!("rpc_client_call_duration_seconds_count{{{series}}} {calls}\n")),
+            "{series} {calls}:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -207,6 +207,14 @@ async fn the_upstream_sees_the_remaining_deadline() {
     let micros: u64 = forwarded.strip_suffix('u').unwrap().parse().unwrap();
     assert!(micros < 2_000_000 && micros > 1_000_000, "forwarded grpc-timeout {forwarded}");
     assert_eq!(response.into_inner(), b"ping");
+    // A method no descriptor names is timed under `unknown`: clients cannot mint metric series.
+    let metrics = setup.gateway.metrics().await;
+    assert!(
+        metrics.contains(
+            "rpc_client_call_duration_seconds_count{dependency=\"echo\",rpc_service=\"unknown\",rpc_method=\"unknown\",rpc_grpc_status_code=\"0\"} 1\n"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

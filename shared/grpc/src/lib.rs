@@ -25,5 +25,5 @@ pub use end_user::{AccessDenied, Principal};
 pub use healthcheck::{HealthCheckArgs, health_check};
 pub use page_token::PageTokens;
 pub use security::{SecurityArgs, SecurityError, Transport};
-pub use server::{GrpcServer, LIVENESS_SERVICE, Listeners, RouteService, ServeError, shutdown_signal};
+pub use server::{GrpcServer, LIVENESS_SERVICE, Listeners, RouteService, ServeError, method_paths, shutdown_signal};
 pub use status::{FieldViolation, Violations};

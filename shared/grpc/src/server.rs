@@ -316,25 +316,33 @@ impl GrpcServer {
     fn known_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = REFLECTION_PATHS.iter().map(|path| (*path).to_owned()).collect();
         for encoded in &self.descriptor_sets {
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
-                continue;
-            };
-            for file in set.file {
-                let package = file.package();
-                for service in &file.service {
-                    for method in &service.method {
-                        let qualified = if package.is_empty() {
-                            service.name().to_owned()
-                        } else {
-                            format!("{package}.{}", service.name())
-                        };
-                        paths.push(format!("/{qualified}/{}", method.name()));
-                    }
-                }
-            }
+            paths.extend(method_paths(encoded));
         }
         paths
     }
+}
+
+/// `/package.Service/Method` of every method an encoded descriptor set
+/// describes (none if it does not decode): the names metrics and spans may carry.
+pub fn method_paths(descriptor_set: &[u8]) -> Vec<String> {
+    let Ok(set) = prost_types::FileDescriptorSet::decode(descriptor_set) else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for file in set.file {
+        let package = file.package();
+        for service in &file.service {
+            let qualified = if package.is_empty() {
+                service.name().to_owned()
+            } else {
+                format!("{package}.{}", service.name())
+            };
+            for method in &service.method {
+                paths.push(format!("/{qualified}/{}", method.name()));
+            }
+        }
+    }
+    paths
 }
 
 /// Health of the service names this server answers for.

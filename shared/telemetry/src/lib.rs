@@ -10,6 +10,7 @@
 //! exporter exists and no span is built for export.
 
 mod accounting;
+pub mod context;
 mod export;
 pub mod propagation;
 mod tracing_config;
@@ -19,7 +20,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -153,7 +153,7 @@ impl Telemetry {
 }
 
 /// Puts `"service":"<name>"` first in every JSON line, then the current trace
-/// and span ids when the line is written inside a traced span. Spans cannot
+/// and span ids when the line is written while serving a request. Spans cannot
 /// carry the service name: tonic serves each connection on its own task,
 /// outside any span a binary enters at start-up.
 struct WithService<F> {
@@ -173,13 +173,9 @@ where
         let Some(rest) = line.strip_prefix('{') else {
             return writer.write_str(&line);
         };
-        // The span entered around this event activated its OpenTelemetry context.
-        let ids = opentelemetry::Context::map_current(|context| {
-            let span = context.span();
-            let ids = span.span_context();
-            ids.is_valid().then(|| (ids.trace_id(), ids.span_id()))
-        });
-        match ids {
+        // The span entered around this event activated its OpenTelemetry context
+        // (with export off, the request's context made by `context::untraced_request`).
+        match context::current_ids() {
             Some((trace_id, span_id)) => write!(
                 writer,
                 "{{\"service\":\"{}\",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}",

@@ -210,6 +210,11 @@ impl Resilience {
         self.inner.name
     }
 
+    /// The metric families this dependency reports into.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
+    }
+
     pub fn config(&self) -> &DependencyConfig {
         &self.inner.config
     }

@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use deadline::Deadline;
 pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
-pub use traced::{ClientCallSpan, TracedChannel};
+pub use traced::{ClientCall, TracedChannel};
 
 /// Where a dependency listens: `host:port`, the host a DNS name (resolved at each
 /// connection, so a Kubernetes Service name follows the Service) or an IP literal

@@ -53,22 +53,10 @@ impl Service<http::Request<Body>> for TracedChannel {
         if let Some(request_id) = current_request_id() {
             request.headers_mut().insert(REQUEST_ID_HEADER, request_id);
         }
-        let path = request.uri().path();
-        let span = ClientCallSpan::start(path, self.peer);
-        let (service, method) = split_path(path);
-        let (service, method) = (service.to_owned(), method.to_owned());
-        if let Some(span) = &span {
-            span.inject(request.headers_mut());
-        }
-        let mut record = CallRecord {
-            started: Instant::now(),
-            metrics: self.metrics.clone(),
-            dependency: self.peer,
-            service,
-            method,
-            span,
-            finished: false,
-        };
+        // Generated clients call only the methods of their own service: the path is a known one.
+        let (service, method) = split_path(request.uri().path());
+        let mut record = ClientCall::start(self.peer, service, method, &self.metrics);
+        record.inject(request.headers_mut());
         let instrumented = record.span.as_ref().map_or_else(tracing::Span::none, |span| span.span.clone());
         let call = self.inner.call(request);
         async move {
@@ -94,8 +82,14 @@ fn split_path(path: &str) -> (&str, &str) {
         .unwrap_or(("unknown", "unknown"))
 }
 
-/// One outgoing call until its status is known: its duration and its span.
-struct CallRecord {
+/// One outgoing call until its status is known: its duration goes into
+/// `rpc_client_call_duration_seconds` and, when this process exports traces,
+/// it has a client span (a child of the current span) that the callee
+/// continues. Ends with the status given to [`ClientCall::finish`], or
+/// CANCELLED when dropped without one. Used by [`TracedChannel`] and by
+/// callers that drive their own connections (the gateway's proxy).
+#[derive(Debug)]
+pub struct ClientCall {
     started: Instant,
     metrics: ClientMetrics,
     dependency: &'static str,
@@ -105,8 +99,32 @@ struct CallRecord {
     finished: bool,
 }
 
-impl CallRecord {
-    fn finish(&mut self, code: Code) {
+impl ClientCall {
+    /// A call of `service`/`method` to `dependency`. The names label a metric
+    /// and name a span: pass names from the descriptors (or `unknown`), never
+    /// unchecked input, or made-up methods would add series without bound.
+    pub fn start(dependency: &'static str, service: &str, method: &str, metrics: &ClientMetrics) -> Self {
+        Self {
+            started: Instant::now(),
+            metrics: metrics.clone(),
+            dependency,
+            service: service.to_owned(),
+            method: method.to_owned(),
+            span: ClientCallSpan::start(service, method, dependency),
+            finished: false,
+        }
+    }
+
+    /// Writes this call's trace context into its outgoing headers: its client
+    /// span's, or without export the caller's trace this process continues.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        match &self.span {
+            Some(span) => suite_telemetry::propagation::inject_span(&span.span, headers),
+            None => suite_telemetry::context::inject_untraced(headers),
+        }
+    }
+
+    pub fn finish(&mut self, code: Code) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
@@ -126,7 +144,7 @@ impl CallRecord {
     }
 }
 
-impl ResponseGuard for CallRecord {
+impl ResponseGuard for ClientCall {
     fn on_trailers(&mut self, trailers: &HeaderMap) {
         if let Some(code) = grpc_status(trailers) {
             self.finish(code);
@@ -134,7 +152,7 @@ impl ResponseGuard for CallRecord {
     }
 }
 
-impl Drop for CallRecord {
+impl Drop for ClientCall {
     fn drop(&mut self) {
         self.finish(Code::Cancelled);
     }
@@ -151,25 +169,19 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     )
 }
 
-/// The client span of one outgoing call, for callers that drive their own
-/// connections (the gateway's proxy); ends with the status given to
-/// [`ClientCallSpan::finish`], or CANCELLED when dropped without one.
-/// Any code but OK marks a client span as failed.
+/// The client span of one outgoing call; any code but OK marks it failed.
 #[derive(Debug)]
-pub struct ClientCallSpan {
+struct ClientCallSpan {
     span: tracing::Span,
     finished: bool,
 }
 
 impl ClientCallSpan {
-    /// A child of the current span for a call of `path` (`/package.Service/Method`)
-    /// to `peer`; `None` when this process exports no traces, so an untraced
-    /// process pays nothing per call.
-    pub fn start(path: &str, peer: &str) -> Option<Self> {
+    /// `None` when this process exports no traces, so an untraced process pays nothing per call.
+    fn start(service: &str, method: &str, peer: &str) -> Option<Self> {
         if !suite_telemetry::tracing_enabled() {
             return None;
         }
-        let (service, method) = split_path(path);
         let span = tracing::info_span!(
             "grpc.client",
             otel.name = %format_args!("{service}/{method}"),
@@ -184,12 +196,7 @@ impl ClientCallSpan {
         Some(Self { span, finished: false })
     }
 
-    /// Writes this span's context into the outgoing call's headers.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        suite_telemetry::propagation::inject_span(&self.span, headers);
-    }
-
-    pub fn finish(&mut self, code: Code) {
+    fn finish(&mut self, code: Code) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }

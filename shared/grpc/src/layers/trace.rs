@@ -2,7 +2,9 @@
 //! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, kind
 //! server, `network.peer.*`), continued from the caller's W3C trace context
 //! when the server trusts it, and an `x-request-id` accepted or generated,
-//! passed on to the handler and returned to the caller.
+//! passed on to the handler and returned to the caller. With span export off,
+//! the call still gets a trace context (without a span) so its log lines carry
+//! a trace id and span id.
 //!
 //! The span lives in the response body, so it ends when the last byte of the
 //! response (and its status) has been sent, not when the handler returns.
@@ -13,6 +15,7 @@ use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
 use http::{HeaderMap, HeaderValue};
+use opentelemetry::context::FutureExt as _;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -125,11 +128,15 @@ where
             span.record("network.peer.address", tracing::field::display(remote_addr.ip()));
             span.record("network.peer.port", remote_addr.port());
         }
+        let trusted_caller = (self.layer.remote == RemoteTraceContext::Trust).then_some(request.headers());
+        // Without export no span carries a context: one is made for the logs and the next hop.
+        let untraced = (!suite_telemetry::tracing_enabled()).then(|| suite_telemetry::context::untraced_request(trusted_caller));
         match self.layer.remote {
             RemoteTraceContext::Trust => suite_telemetry::propagation::continue_from(&span, request.headers()),
             RemoteTraceContext::Ignore => suite_telemetry::propagation::strip(request.headers_mut()),
         }
         let future = {
+            let _attached = untraced.clone().map(opentelemetry::Context::attach);
             let _entered = span.enter();
             self.inner.call(request)
         };
@@ -137,10 +144,15 @@ where
         // the response body goes out unwrapped; the request id is all the call pays for.
         let guard = (!span.is_disabled()).then(|| SpanGuard {
             span: span.clone(),
+            untraced: untraced.clone(),
             finished: false,
         });
-        REQUEST_ID
-            .scope(request_id.clone(), future.instrument(span))
+        let future = REQUEST_ID.scope(request_id.clone(), future.instrument(span));
+        let future = match untraced {
+            Some(context) => future.with_context(context).left_future(),
+            None => future.right_future(),
+        };
+        future
             .map(move |result| {
                 let mut response = result?;
                 if echo {
@@ -184,6 +196,8 @@ fn is_acceptable_request_id(bytes: &[u8]) -> bool {
 /// Holds the server span open until the response's status is known.
 struct SpanGuard {
     span: tracing::Span,
+    /// The call's context when no span carries one (export off), for the last log line.
+    untraced: Option<opentelemetry::Context>,
     finished: bool,
 }
 
@@ -197,6 +211,8 @@ impl SpanGuard {
             self.span.record("otel.status_code", "error");
         }
         // An access line for operators who turn on debug logs; it carries the trace and request ids.
+        // It is written as the body ends, outside the call's future and the context attached there.
+        let _attached = self.untraced.clone().map(opentelemetry::Context::attach);
         self.span.in_scope(|| tracing::debug!(grpc_status = code as i32, "call finished"));
     }
 }
