@@ -2,8 +2,10 @@
 //! service) with trace export to a real OTLP/gRPC receiver: one trace, with
 //! server and client spans on every hop linked parent to child, the RPC
 //! semantic-convention attributes, cache and database spans, and the same
-//! trace id in the log lines every hop wrote. A collector that is down or hung
-//! costs requests nothing, and shutdown stays bounded.
+//! trace id in the log lines every hop wrote. A collector that is down, hung
+//! or stopped mid-run costs requests nothing, its lost spans are counted, export
+//! resumes when it is back, and shutdown stays bounded. Export over TLS verifies
+//! the collector and presents a client certificate when one is configured.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,14 +13,16 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{DevCerts, Server, free_addr, grpcurl};
-use suite_testkit::OtlpReceiver;
+use suite_proto::suite::user::v1 as pb;
 use suite_testkit::otlp::{ReceivedSpan, kind, status};
+use suite_testkit::{OtlpReceiver, TestPki};
 
 /// A W3C trace id and parent span id the test client claims as its own.
 const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -381,8 +385,9 @@ async fn an_untrusted_clients_trace_context_is_not_continued() {
     );
 }
 
-/// A user service exporting to `endpoint` (or not exporting at all), stdout discarded.
-async fn user_service_exporting_to(endpoint: Option<&str>, data_dir: &Path) -> Server {
+/// A user service exporting to `endpoint` (or not exporting at all) with the
+/// further variables `env`, stdout discarded; not yet started.
+fn user_service_command(endpoint: Option<&str>, env: &[(&str, &str)], data_dir: &Path) -> (Command, SocketAddr, SocketAddr, Arc<DevCerts>) {
     let certs = DevCerts::issue();
     let (grpc, admin) = (free_addr(), free_addr());
     let mut command = Server::service_command(grpc, admin, "user-service", &certs, data_dir, None);
@@ -396,38 +401,104 @@ async fn user_service_exporting_to(endpoint: Option<&str>, data_dir: &Path) -> S
         .env("OTEL_BSP_SCHEDULE_DELAY", "50")
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "2000")
         .env("TELEMETRY_SHUTDOWN_TIMEOUT_MS", "1000")
+        .envs(env.iter().copied())
         .stdout(Stdio::null());
     match endpoint {
         Some(endpoint) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
     };
+    (command, grpc, admin, certs)
+}
+
+/// [`user_service_command`], started and serving.
+async fn user_service_exporting_to(endpoint: Option<&str>, env: &[(&str, &str)], data_dir: &Path) -> Server {
+    let (command, grpc, admin, certs) = user_service_command(endpoint, env, data_dir);
     Server::spawn("user-service", command, grpc, admin, certs).await
 }
 
-/// Median and worst latency of `calls` cache-hit GetUser calls, every one of which must succeed.
-async fn get_user_latencies(server: &Server, calls: usize) -> (Duration, Duration) {
-    use suite_proto::suite::user::v1 as pb;
-    use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
+/// A client of a user service and a user it created, for cache-hit GetUser calls.
+struct UserProbe {
+    client: pb::user_service_client::UserServiceClient<tonic::transport::Channel>,
+    id: String,
+}
 
-    let mut client = UserServiceClient::new(server.channel().await);
-    let user = client
-        .create_user(pb::CreateUserRequest {
-            email: "latency@example.com".into(),
-            display_name: "Latency".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let mut latencies = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = std::time::Instant::now();
-        client.get_user(pb::GetUserRequest { id: user.id.clone() }).await.unwrap();
-        latencies.push(started.elapsed());
+impl UserProbe {
+    async fn new(server: &Server) -> Self {
+        let mut client = pb::user_service_client::UserServiceClient::new(server.channel().await);
+        let user = client
+            .create_user(pb::CreateUserRequest {
+                email: "latency@example.com".into(),
+                display_name: "Latency".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        Self { client, id: user.id }
     }
-    latencies.sort();
-    (latencies[calls / 2], latencies[calls - 1])
+
+    /// Median and worst latency of `calls` calls, every one of which must succeed.
+    async fn latencies(&mut self, calls: usize) -> (Duration, Duration) {
+        let mut latencies = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = std::time::Instant::now();
+            self.client.get_user(pb::GetUserRequest { id: self.id.clone() }).await.unwrap();
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        (latencies[calls / 2], latencies[calls - 1])
+    }
+
+    /// One call continuing the caller's trace `trace_id`, so its server span can be told apart.
+    async fn get_user_in_trace(&mut self, trace_id: &str) {
+        let mut request = tonic::Request::new(pb::GetUserRequest { id: self.id.clone() });
+        request
+            .metadata_mut()
+            .insert("traceparent", format!("00-{trace_id}-{CLIENT_SPAN_ID}-01").parse().unwrap());
+        self.client.get_user(request).await.unwrap();
+    }
+}
+
+/// A service's span accounting, from its `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct SpanCounters {
+    exported: f64,
+    failed: f64,
+    dropped: f64,
+}
+
+impl SpanCounters {
+    async fn scrape(admin: SocketAddr) -> Self {
+        let metrics = suite_testkit::scrape_metrics(admin).await;
+        let value = |name: &str| suite_testkit::metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name}:\n{metrics}"));
+        Self {
+            exported: value("telemetry_spans_exported_total"),
+            failed: value("telemetry_spans_export_failed_total"),
+            dropped: value("telemetry_spans_dropped_total"),
+        }
+    }
+
+    /// Scrapes until `done` holds or `timeout` passes; returns the last scrape either way.
+    /// (The counters move when an export call returns, a moment after the receiver has the spans.)
+    async fn wait_for(admin: SocketAddr, timeout: Duration, done: impl Fn(&Self) -> bool) -> Self {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let counters = Self::scrape(admin).await;
+            if done(&counters) || std::time::Instant::now() >= deadline {
+                return counters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn lost(&self) -> f64 {
+        self.failed + self.dropped
+    }
+}
+
+fn is_get_user_server_span(span: &ReceivedSpan) -> bool {
+    span.service == "user-service" && span.kind == kind::SERVER && span.str("rpc.method") == Some("GetUser")
 }
 
 /// SIGTERM, then the time until the process has exited (it must exit 0).
@@ -453,15 +524,15 @@ async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_st
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hung_endpoint = format!("http://{}", hung.local_addr().unwrap());
 
-    let mut untraced = user_service_exporting_to(None, &data.path().join("untraced")).await;
-    let (baseline_median, _) = get_user_latencies(&untraced, 300).await;
+    let mut untraced = user_service_exporting_to(None, &[], &data.path().join("untraced")).await;
+    let (baseline_median, _) = UserProbe::new(&untraced).await.latencies(300).await;
     let untraced_exit = time_to_exit(&mut untraced);
 
     for endpoint in [format!("http://{down}"), hung_endpoint] {
         let data_dir = data.path().join(endpoint.replace([':', '/'], "_"));
-        let mut server = user_service_exporting_to(Some(&endpoint), &data_dir).await;
+        let mut server = user_service_exporting_to(Some(&endpoint), &[], &data_dir).await;
         // Far more spans than the queue holds: the overflow is dropped, nothing waits.
-        let (median, worst) = get_user_latencies(&server, 300).await;
+        let (median, worst) = UserProbe::new(&server).await.latencies(300).await;
         assert!(
             median <= baseline_median * 3 + Duration::from_millis(2),
             "collector at {endpoint}: median {median:?} against {baseline_median:?} without export"
@@ -479,4 +550,199 @@ async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_st
         );
     }
     drop(hung);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_stopped_mid_run_costs_requests_nothing_and_export_resumes_when_it_is_back() {
+    let data = tempfile::tempdir().unwrap();
+    let mut untraced = user_service_exporting_to(None, &[], &data.path().join("untraced")).await;
+    let untraced_exit = time_to_exit(&mut untraced);
+
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let collector = receiver.addr();
+    let mut server = user_service_exporting_to(Some(&receiver.endpoint()), &[], &data.path().join("traced")).await;
+    let mut users = UserProbe::new(&server).await;
+
+    // Up: the calls' spans arrive and are counted as exported.
+    let (up_median, _) = users.latencies(300).await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
+        .await;
+    assert!(spans.iter().any(is_get_user_server_span), "no GetUser span arrived: {spans:#?}");
+    let up = SpanCounters::wait_for(server.admin, Duration::from_secs(10), |counters| counters.exported > 0.0).await;
+    assert!(up.exported > 0.0, "{up:?}");
+
+    // Stopped: the exporter's connection is closed under it.
+    receiver.stop().await;
+    let stopped = SpanCounters::scrape(server.admin).await;
+
+    // Down: every call succeeds at the latency it had with the collector up.
+    const CALLS: usize = 300;
+    let (median, worst) = users.latencies(CALLS).await;
+    assert!(
+        median <= up_median * 3 + Duration::from_millis(2),
+        "collector stopped: median {median:?} against {up_median:?} while it was up"
+    );
+    assert!(worst < Duration::from_millis(500), "collector stopped: slowest call {worst:?}");
+    // The exporter saw the collector go: its exports fail, and are counted. Each call ended at
+    // least its server span, none of which can be exported or kept past the queue bound: every
+    // one is counted as lost, in a failed export or dropped at the full queue.
+    let down = SpanCounters::wait_for(server.admin, Duration::from_secs(20), |counters| {
+        counters.failed > stopped.failed && counters.lost() - stopped.lost() >= CALLS as f64
+    })
+    .await;
+    assert!(
+        down.failed > stopped.failed && down.lost() - stopped.lost() >= CALLS as f64,
+        "{CALLS} calls' spans made while the collector was down, counted lost: {stopped:?} -> {down:?}"
+    );
+
+    // Back on the same address: export resumes, the service untouched. The queue's leftovers go
+    // first and may fill it for a moment, so the call is repeated until a span of the trace it
+    // started (proof that spans made now arrive) is in.
+    let receiver = OtlpReceiver::start_on(collector).await.unwrap();
+    let after_restart = "5e1f0e5a7c0f4b7d9a3c2b1d0e9f8a7b";
+    let in_new_trace = |spans: &[ReceivedSpan]| {
+        spans
+            .iter()
+            .any(|span| span.trace_id == after_restart && is_get_user_server_span(span))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !in_new_trace(&receiver.spans()) && std::time::Instant::now() < deadline {
+        users.get_user_in_trace(after_restart).await;
+        receiver.wait_for(Duration::from_millis(500), in_new_trace).await;
+    }
+    assert!(
+        in_new_trace(&receiver.spans()),
+        "export did not resume after the collector came back: {:?}",
+        SpanCounters::scrape(server.admin).await
+    );
+    let back = SpanCounters::wait_for(server.admin, Duration::from_secs(10), |counters| counters.exported > down.exported).await;
+    assert!(back.exported > down.exported, "{down:?} -> {back:?}");
+
+    // Down again, with spans queued: SIGTERM still exits within the flush bound.
+    receiver.stop().await;
+    users.latencies(50).await;
+    let exit = time_to_exit(&mut server);
+    assert!(
+        exit < untraced_exit + Duration::from_secs(3),
+        "exit with the collector stopped took {exit:?} (without export {untraced_exit:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_only_through_its_ca_and_with_a_client_certificate_when_it_asks() {
+    let data = tempfile::tempdir().unwrap();
+    let collector_pki = TestPki::new();
+    let collector_cert = collector_pki.service("otel-collector");
+    let client_cert = collector_pki.service("user-service");
+    let ca = collector_pki.ca_path();
+    let ca = ca.to_str().unwrap();
+    let (cert, key) = (client_cert.cert.to_str().unwrap(), client_cert.key.to_str().unwrap());
+    let other_pki = TestPki::new();
+    let wrong_ca = other_pki.ca_path();
+
+    // The collector's CA: spans arrive over TLS.
+    let receiver = OtlpReceiver::start_tls(&collector_cert, None).await.unwrap();
+    assert!(receiver.endpoint().starts_with("https://"));
+    let server = user_service_exporting_to(
+        Some(&receiver.endpoint()),
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)],
+        &data.path().join("right-ca"),
+    )
+    .await;
+    UserProbe::new(&server).await.latencies(20).await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
+        .await;
+    assert!(spans.iter().any(is_get_user_server_span), "no span arrived over TLS: {spans:#?}");
+
+    // Any other CA: the collector is not trusted, nothing reaches it, the calls still succeed
+    // and the lost spans are counted.
+    let receiver = OtlpReceiver::start_tls(&collector_cert, None).await.unwrap();
+    let server = user_service_exporting_to(
+        Some(&receiver.endpoint()),
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", wrong_ca.to_str().unwrap())],
+        &data.path().join("wrong-ca"),
+    )
+    .await;
+    assert_exports_fail(&server, &receiver, "a collector certificate from another CA").await;
+
+    // No CA configured: the public web roots, which do not vouch for a private CA either.
+    let receiver = OtlpReceiver::start_tls(&collector_cert, None).await.unwrap();
+    let server = user_service_exporting_to(Some(&receiver.endpoint()), &[], &data.path().join("web-roots")).await;
+    assert_exports_fail(&server, &receiver, "a private CA checked against the web roots").await;
+
+    // A collector that requires client certificates refuses an exporter without one ...
+    let receiver = OtlpReceiver::start_tls(&collector_cert, Some(&collector_pki.ca_path()))
+        .await
+        .unwrap();
+    let server = user_service_exporting_to(
+        Some(&receiver.endpoint()),
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)],
+        &data.path().join("no-client-cert"),
+    )
+    .await;
+    assert_exports_fail(&server, &receiver, "no client certificate").await;
+
+    // ... and takes the spans of one presenting a certificate from the CA it trusts.
+    let server = user_service_exporting_to(
+        Some(&receiver.endpoint()),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key),
+        ],
+        &data.path().join("client-cert"),
+    )
+    .await;
+    UserProbe::new(&server).await.latencies(20).await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
+        .await;
+    assert!(
+        spans.iter().any(is_get_user_server_span),
+        "no span arrived over mutual TLS: {spans:#?}"
+    );
+}
+
+/// Calls `server` while its exports to `receiver` cannot get through: every call
+/// succeeds, the failed exports are counted, and the receiver gets nothing.
+async fn assert_exports_fail(server: &Server, receiver: &OtlpReceiver, why: &str) {
+    UserProbe::new(server).await.latencies(20).await;
+    let counters = SpanCounters::wait_for(server.admin, Duration::from_secs(15), |counters| counters.failed > 0.0).await;
+    assert!(counters.failed > 0.0, "{why}: no failed export counted: {counters:?}");
+    assert_eq!(counters.exported, 0.0, "{why}: {counters:?}");
+    assert_eq!(receiver.span_count(), 0, "{why}: spans arrived: {:#?}", receiver.spans());
+}
+
+#[test]
+fn a_collector_certificate_setting_that_cannot_work_stops_start_up_with_exit_64() {
+    let data = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let client = pki.service("user-service");
+    let (ca, cert) = (pki.ca_path(), client.cert.to_str().unwrap().to_owned());
+    let missing = data.path().join("missing-ca.pem");
+    for (endpoint, env, named) in [
+        (
+            "https://127.0.0.1:4317",
+            vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", missing.to_str().unwrap())],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            "https://127.0.0.1:4317",
+            vec![("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_str())],
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ),
+        (
+            "http://127.0.0.1:4317",
+            vec![("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca.to_str().unwrap())],
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        ),
+    ] {
+        let (mut command, ..) = user_service_command(Some(endpoint), &env, data.path());
+        let output = command.stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{env:?}: {stderr}");
+        assert!(stderr.contains(named), "{env:?}: the message names {named}: {stderr}");
+    }
 }

@@ -6,16 +6,21 @@
 //! sends on lives on a one-thread tokio runtime of its own ("otel-export"),
 //! so exports neither run on a service's runtime (the gateway's is a single
 //! thread) nor depend on it still running during shutdown.
+//!
+//! An `https://` collector is reached over rustls (on ring), verified against
+//! the configured CA bundle or else the public web roots, presenting a client
+//! certificate when one is configured. The files were read and checked by
+//! [`TracingConfig::from_env`], so nothing here can fail on them.
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::TelemetryError;
 use crate::accounting::{BoundedProcessor, CountingExporter, QueueDepth};
-use crate::tracing_config::{SamplerConfig, TracingConfig};
+use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
 
 #[derive(Debug)]
 pub(crate) struct TraceExport {
@@ -31,6 +36,7 @@ impl TraceExport {
             .clone()
             .ok_or_else(|| TelemetryError::Export("no endpoint".to_owned()))?;
         let timeout = config.export_timeout;
+        let tls = endpoint.starts_with("https://").then(|| client_tls(&config.collector_tls));
         let (built_tx, built_rx) = std::sync::mpsc::channel();
         let (stop_runtime, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -45,12 +51,14 @@ impl TraceExport {
                 };
                 runtime.block_on(async move {
                     // Lazy: the channel connects on the first export, and reconnects after failures.
-                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    let mut builder = opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(endpoint)
-                        .with_timeout(timeout)
-                        .build()
-                        .map_err(|error| error.to_string());
+                        .with_timeout(timeout);
+                    if let Some(tls) = tls {
+                        builder = builder.with_tls_config(tls);
+                    }
+                    let exporter = builder.build().map_err(|error| error.to_string());
                     let _ = built_tx.send(exporter);
                     let _ = stopped.await;
                 });
@@ -110,6 +118,20 @@ impl TraceExport {
             tracing::warn!(%error, "trace export did not finish within its shutdown timeout; remaining spans are lost");
         }
         let _ = self.stop_runtime.send(());
+    }
+}
+
+fn client_tls(tls: &CollectorTls) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    // A configured CA bundle replaces the web roots: a private collector's CA
+    // is all that should vouch for it.
+    let config = match &tls.ca_pem {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    match &tls.client_identity {
+        Some(identity) => config.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem)),
+        None => config,
     }
 }
 

@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 /// How spans are sampled (`OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplerConfig {
@@ -22,6 +25,8 @@ pub enum SamplerConfig {
 pub struct TracingConfig {
     /// OTLP/gRPC collector address, for example `http://otel-collector:4317`.
     pub endpoint: Option<String>,
+    /// Certificates for an `https://` endpoint, read at start-up.
+    pub collector_tls: CollectorTls,
     pub service_name: String,
     /// `OTEL_RESOURCE_ATTRIBUTES` as key/value pairs, `service.name` excluded.
     pub resource_attributes: Vec<(String, String)>,
@@ -41,6 +46,7 @@ impl TracingConfig {
     pub fn disabled(service_name: &str) -> Self {
         Self {
             endpoint: None,
+            collector_tls: CollectorTls::default(),
             service_name: service_name.to_owned(),
             resource_attributes: Vec::new(),
             sampler: SamplerConfig::ParentBasedAlwaysOn,
@@ -147,6 +153,10 @@ impl TracingConfig {
             return Err(format!("OTLP endpoint {endpoint:?} must start with http:// or https://"));
         }
         config.endpoint = endpoint.filter(|_| !disabled).map(str::to_owned);
+        // Only a collector that will be used has its files read (and must have them right).
+        if let Some(endpoint) = &config.endpoint {
+            config.collector_tls = CollectorTls::from_env(get, endpoint)?;
+        }
         Ok(config)
     }
 
@@ -157,6 +167,144 @@ impl TracingConfig {
 
     pub fn enabled(&self) -> bool {
         self.endpoint.is_some()
+    }
+}
+
+/// TLS to an `https://` collector. With neither field set the collector is
+/// verified against the public web roots and no client certificate is sent.
+#[derive(Clone, Default, PartialEq)]
+pub struct CollectorTls {
+    /// PEM bundle of the CAs that verify the collector, replacing the web roots
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Certificate chain and key for mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`
+    /// and `OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, PartialEq)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+// Configuration is logged and printed in test failures: the key must not be.
+impl std::fmt::Debug for CollectorTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorTls")
+            .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_identity", &self.client_identity.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
+}
+
+const CA_VAR: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+const CLIENT_CERT_VAR: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+const CLIENT_KEY_VAR: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+
+impl CollectorTls {
+    /// Reads and checks the files the variables name, so a wrong path or file
+    /// stops the process at start-up instead of failing every export later.
+    /// Each `OTEL_EXPORTER_OTLP_TRACES_*` variable wins over its general form.
+    fn from_env<'env>(get: impl Fn(&str) -> Option<&'env str>, endpoint: &str) -> Result<Self, String> {
+        let setting = |general: &str| {
+            let traces = general.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_");
+            get(&traces)
+                .map(|path| (traces, path))
+                .or_else(|| get(general).map(|path| (general.to_owned(), path)))
+        };
+        let (ca, cert, key) = (setting(CA_VAR), setting(CLIENT_CERT_VAR), setting(CLIENT_KEY_VAR));
+        if !endpoint.starts_with("https://") {
+            return match ca.iter().chain(&cert).chain(&key).next() {
+                Some((name, _)) => Err(format!(
+                    "{name} is set but the OTLP endpoint {endpoint:?} is not https://; certificates need a TLS endpoint"
+                )),
+                None => Ok(Self::default()),
+            };
+        }
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some((name, _)), None) => return Err(format!("{name} is set without {CLIENT_KEY_VAR}; mutual TLS needs both")),
+            (None, Some((name, _))) => return Err(format!("{name} is set without {CLIENT_CERT_VAR}; mutual TLS needs both")),
+            (Some(cert), Some(key)) => Some((cert, key)),
+        };
+
+        let ca_pem = match ca {
+            Some((name, path)) => {
+                let pem = read(&name, path)?;
+                check_ca_bundle(&pem).map_err(|problem| format!("{name} {path:?} {problem}"))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_identity = match client {
+            Some(((cert_name, cert_path), (key_name, key_path))) => {
+                let identity = ClientIdentity {
+                    cert_pem: read(&cert_name, cert_path)?,
+                    key_pem: read(&key_name, key_path)?,
+                };
+                check_identity(&identity).map_err(|problem| match problem {
+                    IdentityProblem::Certificate(problem) => format!("{cert_name} {cert_path:?} {problem}"),
+                    IdentityProblem::Key(problem) => format!("{key_name} {key_path:?} {problem}"),
+                    IdentityProblem::Mismatch => {
+                        format!("{key_name} {key_path:?} is not the private key of {cert_name} {cert_path:?}")
+                    }
+                })?;
+                Some(identity)
+            }
+            None => None,
+        };
+        Ok(Self { ca_pem, client_identity })
+    }
+}
+
+fn read(name: &str, path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|error| format!("{name} {path:?} cannot be read: {error}"))
+}
+
+/// Every certificate in the bundle must be usable as a trust anchor, and there must be one.
+fn check_ca_bundle(pem: &[u8]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|error| format!("is not valid PEM: {error}"))?;
+        roots
+            .add(cert)
+            .map_err(|error| format!("holds a certificate that cannot be used as a CA: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq)]
+enum IdentityProblem {
+    Certificate(String),
+    Key(String),
+    Mismatch,
+}
+
+/// The chain and key must parse, and the key must be the leaf certificate's.
+fn check_identity(identity: &ClientIdentity) -> Result<(), IdentityProblem> {
+    let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| IdentityProblem::Certificate(format!("is not valid PEM: {error}")))?;
+    if chain.is_empty() {
+        return Err(IdentityProblem::Certificate("holds no PEM certificate".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
+        .map_err(|error| IdentityProblem::Key(format!("holds no usable PEM private key: {error}")))?;
+    match rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(IdentityProblem::Mismatch),
+        Err(error) => Err(IdentityProblem::Key(format!("holds a key that cannot sign: {error}"))),
     }
 }
 
@@ -266,5 +414,138 @@ mod tests {
         }
         let bad_ratio = env(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")]);
         assert!(TracingConfig::from_env(&bad_ratio, "x").is_err());
+    }
+
+    fn self_signed() -> (Vec<u8>, Vec<u8>) {
+        let certified = rcgen::generate_simple_self_signed(vec!["collector".to_owned()]).unwrap();
+        (
+            certified.cert.pem().into_bytes(),
+            certified.signing_key.serialize_pem().into_bytes(),
+        )
+    }
+
+    fn tls_error(pairs: &[(&str, &str)]) -> String {
+        TracingConfig::from_env(&env(pairs), "x").unwrap_err()
+    }
+
+    #[test]
+    fn https_without_files_verifies_against_the_web_roots() {
+        let config = TracingConfig::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]), "x").unwrap();
+        assert_eq!(config.collector_tls, CollectorTls::default());
+    }
+
+    #[test]
+    fn certificates_need_an_https_endpoint() {
+        for name in [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ] {
+            let error = tls_error(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"), (name, "/etc/ca.pem")]);
+            assert!(error.starts_with(name) && error.contains("not https://"), "{error}");
+        }
+        // Tracing off: the variables are not looked at.
+        let off = env(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem")]);
+        assert!(TracingConfig::from_env(&off, "x").is_ok());
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_the_other_way_round() {
+        let https = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
+        let error = tls_error(&[https, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem")]);
+        assert!(error.contains("without OTEL_EXPORTER_OTLP_CLIENT_KEY"), "{error}");
+        let error = tls_error(&[https, ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/etc/client-key.pem")]);
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY") && error.contains("without OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_its_variable_and_the_traces_variable_wins() {
+        let error = tls_error(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/general.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/no/such/traces.pem"),
+        ]);
+        assert!(
+            error.starts_with(r#"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE "/no/such/traces.pem" cannot be read"#),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn reads_the_ca_and_the_client_identity_from_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = self_signed();
+        let (cert, key) = self_signed();
+        let path = |name: &str, contents: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let (ca_path, cert_path, key_path) = (path("ca.pem", &ca), path("client.pem", &cert), path("client-key.pem", &key));
+        let config = TracingConfig::from_env(
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_path),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_path),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key_path),
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(config.collector_tls.ca_pem, Some(ca));
+        assert_eq!(
+            config.collector_tls.client_identity,
+            Some(ClientIdentity {
+                cert_pem: cert,
+                key_pem: key
+            })
+        );
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+
+        // A file of the wrong kind is refused at start-up, naming the variable and the file.
+        let error = tls_error(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &key_path),
+        ]);
+        assert!(
+            error.starts_with(&format!("OTEL_EXPORTER_OTLP_CERTIFICATE {key_path:?} holds no PEM certificate")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_ca_bundle_must_hold_usable_certificates() {
+        let (ca, key) = self_signed();
+        assert_eq!(check_ca_bundle(&ca), Ok(()));
+        let (other, _) = self_signed();
+        assert_eq!(check_ca_bundle(&[ca.as_slice(), other.as_slice()].concat()), Ok(()));
+        assert!(check_ca_bundle(b"").is_err());
+        assert!(check_ca_bundle(&key).is_err());
+        let broken = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        assert!(check_ca_bundle(broken).is_err());
+    }
+
+    #[test]
+    fn a_client_identity_is_a_certificate_with_its_own_key() {
+        let (cert_pem, key_pem) = self_signed();
+        let (_, other_key) = self_signed();
+        let identity = |cert_pem: &[u8], key_pem: &[u8]| ClientIdentity {
+            cert_pem: cert_pem.to_vec(),
+            key_pem: key_pem.to_vec(),
+        };
+        assert_eq!(check_identity(&identity(&cert_pem, &key_pem)), Ok(()));
+        assert_eq!(check_identity(&identity(&cert_pem, &other_key)), Err(IdentityProblem::Mismatch));
+        assert!(matches!(
+            check_identity(&identity(&key_pem, &key_pem)),
+            Err(IdentityProblem::Certificate(_))
+        ));
+        assert!(matches!(
+            check_identity(&identity(&cert_pem, &cert_pem)),
+            Err(IdentityProblem::Key(_))
+        ));
     }
 }

@@ -2,9 +2,11 @@
 //! `opentelemetry.proto.collector.trace.v1.TraceService` served by tonic on an
 //! ephemeral port, keeping every span it is sent so tests can check what the
 //! suite's binaries export (ids, parent links, kinds, attributes, status).
+//! It serves plain HTTP/2 or TLS, optionally requiring client certificates.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::pki::TestCert;
 
 /// `SpanKind` values of the OTLP protocol.
 pub mod kind {
@@ -156,55 +161,103 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// A running receiver; stopped (its port closed) on [`OtlpReceiver::stop`] or drop.
+/// A running receiver; stopped (its port and every connection closed) on
+/// [`OtlpReceiver::stop`] or drop.
+///
+/// It serves on a runtime of its own, on its own thread, so stopping it drops
+/// every connection at once, as when a collector process dies, and `stop`
+/// returns only once they are closed. (tonic's own shutdown would close them
+/// gracefully, after their calls in flight, in tasks left on the caller's runtime.)
 #[derive(Debug)]
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    tls: bool,
     collected: Arc<Collected>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl OtlpReceiver {
     /// Serves on a fresh port of 127.0.0.1.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+        Self::start_on(loopback()).await
     }
 
+    /// Serves on `addr`, which may be the address of a receiver stopped before.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::serve(addr, false).await
+        Self::serve(addr, false, None).await
     }
 
     /// A sink that counts the spans it is sent and keeps none (for benchmarks).
     pub async fn start_counting(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::serve(addr, true).await
+        Self::serve(addr, true, None).await
     }
 
-    async fn serve(addr: SocketAddr, count_only: bool) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+    /// Serves TLS on a fresh port of 127.0.0.1 with `server`'s certificate and key;
+    /// with `client_ca`, only clients presenting a certificate issued by that CA get through.
+    pub async fn start_tls(server: &TestCert, client_ca: Option<&Path>) -> std::io::Result<Self> {
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(std::fs::read(&server.cert)?, std::fs::read(&server.key)?));
+        if let Some(ca) = client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
+        }
+        Self::serve(loopback(), false, Some(tls)).await
+    }
+
+    async fn serve(addr: SocketAddr, count_only: bool, tls: Option<ServerTlsConfig>) -> std::io::Result<Self> {
         let collected = Arc::new(Collected {
             count_only,
             ..Collected::default()
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = TraceServiceServer::new(Receiver {
+        let mut builder = tonic::transport::Server::builder();
+        let is_tls = tls.is_some();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+        }
+        let router = builder.add_service(TraceServiceServer::new(Receiver {
             collected: collected.clone(),
-        });
-        let task = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        }));
+        let (bound_tx, bound) = tokio::sync::oneshot::channel();
+        let (stop, stop_requested) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new().name("otlp-receiver".to_owned()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = bound_tx.send(Err(error));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                // tokio binds with SO_REUSEADDR: a restart on the same port is not refused
+                // for the previous run's connections in TIME_WAIT.
+                let listener = match TcpListener::bind(addr).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        let _ = bound_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = bound_tx.send(listener.local_addr());
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                // Not a graceful shutdown: a stopped collector does not wait for its clients.
+                tokio::select! {
+                    _ = router.serve_with_incoming(incoming) => {}
+                    _ = stop_requested => {}
+                }
+            });
+            // Dropping the runtime drops the listener and every connection task: all sockets close.
+            drop(runtime);
+            let _ = stopped_tx.send(());
+        })?;
+        let addr = bound
+            .await
+            .map_err(|_| std::io::Error::other("the receiver thread ended before binding"))??;
         Ok(Self {
             addr,
+            tls: is_tls,
             collected,
             stop: Some(stop),
-            task: Some(task),
+            stopped: Some(stopped),
         })
     }
 
@@ -214,7 +267,8 @@ impl OtlpReceiver {
 
     /// What `OTEL_EXPORTER_OTLP_ENDPOINT` should say.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every span received so far.
@@ -245,26 +299,15 @@ impl OtlpReceiver {
         }
     }
 
-    /// Closes the port (in-flight exports are dropped).
+    /// Closes the port and every connection (in-flight exports fail); returns once they are closed.
     pub async fn stop(mut self) {
-        self.shut_down().await;
-    }
-
-    async fn shut_down(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        self.stop.take();
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
         }
     }
 }
 
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
