@@ -519,18 +519,26 @@ fn time_to_exit(server: &mut Server) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_stays_bounded() {
     let data = tempfile::tempdir().unwrap();
-    // Down: nothing listens on the port. Hung: the kernel accepts the connection, nobody ever answers.
+    // Down: nothing listens on the port. Hung: the kernel accepts the connection, nobody ever
+    // answers, neither HTTP/2 nor, for an https:// collector, the TLS handshake.
     let down = free_addr();
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hung_endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let hung_addr = hung.local_addr().unwrap();
+    let pki = TestPki::new();
+    let ca = pki.ca_path();
+    let tls = [("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap())];
 
     let mut untraced = user_service_exporting_to(None, &[], &data.path().join("untraced")).await;
     let (baseline_median, _) = UserProbe::new(&untraced).await.latencies(300).await;
     let untraced_exit = time_to_exit(&mut untraced);
 
-    for endpoint in [format!("http://{down}"), hung_endpoint] {
+    for (endpoint, env) in [
+        (format!("http://{down}"), &[][..]),
+        (format!("http://{hung_addr}"), &[][..]),
+        (format!("https://{hung_addr}"), &tls[..]),
+    ] {
         let data_dir = data.path().join(endpoint.replace([':', '/'], "_"));
-        let mut server = user_service_exporting_to(Some(&endpoint), &[], &data_dir).await;
+        let mut server = user_service_exporting_to(Some(&endpoint), env, &data_dir).await;
         // Far more spans than the queue holds: the overflow is dropped, nothing waits.
         let (median, worst) = UserProbe::new(&server).await.latencies(300).await;
         assert!(
@@ -542,6 +550,9 @@ async fn a_collector_that_is_down_or_hung_costs_requests_nothing_and_shutdown_st
             worst < Duration::from_millis(500),
             "collector at {endpoint}: slowest call {worst:?}"
         );
+        // Each export gives up within its timeout and is counted, so the next batch gets its turn.
+        let counters = SpanCounters::wait_for(server.admin, Duration::from_secs(15), |counters| counters.failed > 0.0).await;
+        assert!(counters.failed > 0.0, "collector at {endpoint}: no export gave up: {counters:?}");
         // Shutdown gives the flush one second (TELEMETRY_SHUTDOWN_TIMEOUT_MS), then leaves.
         let exit = time_to_exit(&mut server);
         assert!(

@@ -12,11 +12,14 @@
 //! certificate when one is configured. The files were read and checked by
 //! [`TracingConfig::from_env`], so nothing here can fail on them.
 
+use std::time::Duration;
+
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::TelemetryError;
 use crate::accounting::{BoundedProcessor, CountingExporter, QueueDepth};
@@ -50,16 +53,7 @@ impl TraceExport {
                     }
                 };
                 runtime.block_on(async move {
-                    // Lazy: the channel connects on the first export, and reconnects after failures.
-                    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(endpoint)
-                        .with_timeout(timeout);
-                    if let Some(tls) = tls {
-                        builder = builder.with_tls_config(tls);
-                    }
-                    let exporter = builder.build().map_err(|error| error.to_string());
-                    let _ = built_tx.send(exporter);
+                    let _ = built_tx.send(exporter(endpoint, tls, timeout));
                     let _ = stopped.await;
                 });
             })
@@ -121,8 +115,29 @@ impl TraceExport {
     }
 }
 
-fn client_tls(tls: &CollectorTls) -> tonic::transport::ClientTlsConfig {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+/// The OTLP exporter on a lazy channel: it connects on the first export and
+/// reconnects after a failure. Every step of an export is bounded by `timeout`.
+/// tonic's request timeout only starts once a connection is ready, so the TCP
+/// connect (an address that drops SYNs) and the TLS handshake (a collector that
+/// accepts and never answers) get their own bounds; without them one stuck
+/// export would hold the batch processor, and every batch after it, for good.
+fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let mut channel = Endpoint::from_shared(endpoint)
+        .map_err(|error| error.to_string())?
+        .timeout(timeout)
+        .connect_timeout(timeout);
+    if let Some(tls) = tls {
+        channel = channel.tls_config(tls.timeout(timeout)).map_err(|error| error.to_string())?;
+    }
+    opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_channel(channel.connect_lazy())
+        .with_timeout(timeout)
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+fn client_tls(tls: &CollectorTls) -> ClientTlsConfig {
     // A configured CA bundle replaces the web roots: a private collector's CA
     // is all that should vouch for it.
     let config = match &tls.ca_pem {
