@@ -64,7 +64,8 @@ bench-orders *ARGS:
     target/release/order-bench {{ARGS}}
 
 # GetUser through the edge gateway and through nginx grpc_pass (h2load, both installed from Debian packages into .tools/); figures go in BENCHMARKS.md.
-bench-gateway: tools
+bench-gateway *ARGS: tools
     scripts/install-bench-tools
     cargo build --release -p user-service -p edge-gateway -p suite-devcerts --bins
-    python3 tests/bench/gateway_vs_nginx.py
+    cargo build --release -p suite-tests --bin otlp-sink
+    python3 tests/bench/gateway_vs_nginx.py {{ARGS}}

@@ -19,7 +19,9 @@ What a run does:
    scenario: 4 connections x 32 streams, then 1 connection x 1 stream; for each,
    --rounds rounds of gateway then nginx (and direct), each a warm-up then a measured
    window; latencies come from h2load's per-request log (p50, p99 over the window);
-6. checks on the user services' /metrics that every GetUser of each measured window
+6. records the CPU each proxy used per request, and what ran behind it (its user service,
+   and for gateway-traced the trace sink too), from /proc over the measured window;
+7. checks on the user services' /metrics that every GetUser of each measured window
    answered OK (h2load only sees HTTP status 200, gRPC errors travel in trailers;
    calls cut off when h2load stops are not counted), reads the gateway's
    RSS during load (VmRSS sampled every 100 ms, its maximum) and prints Markdown.
@@ -158,7 +160,7 @@ def non_ok(codes_before, codes_after):
             if code != "0" and codes_after.get(code, 0) > codes_before.get(code, 0)}
 
 
-def h2load(url, body_file, headers, connections, streams, warmup, seconds, log_file, cpu_pids, codes):
+def h2load(url, body_file, headers, connections, streams, warmup, seconds, log_file, cpu_pids, behind_pids, codes):
     argv = [
         str(TOOLS / "h2load"), url, "-c", str(connections), "-m", str(streams), "-t", "1",
         "-d", str(body_file), f"--warm-up-time={warmup}", f"--duration={seconds}", f"--log-file={log_file}",
@@ -171,12 +173,14 @@ def h2load(url, body_file, headers, connections, streams, warmup, seconds, log_f
     # CPU of the proxy over the measured window only.
     time.sleep(warmup)
     cpu_before, window_start, codes_before = cpu_seconds(cpu_pids()), time.time(), codes()
+    behind_before = cpu_seconds(behind_pids())
     # Calls still in flight when h2load stops are cut off (CANCELLED, or a reset request
     # body upstream); only the window before that must be all OK.
     time.sleep(max(0.0, seconds - 0.3))
     codes_in_window = non_ok(codes_before, codes())
     output, _ = proc.communicate()
     cpu_used, window = cpu_seconds(cpu_pids()) - cpu_before, time.time() - window_start
+    behind_used = cpu_seconds(behind_pids()) - behind_before
     print(output, file=sys.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"h2load failed:\n{output}")
@@ -198,6 +202,7 @@ def h2load(url, body_file, headers, connections, streams, warmup, seconds, log_f
         "p50": percentile(latencies, 0.50),
         "p99": percentile(latencies, 0.99),
         "cpu_us": cpu_used * 1e6 / max(1, rps * window),
+        "behind_cpu_us": behind_used * 1e6 / max(1, rps * window),
         "non_ok": codes_in_window,
     }
 
@@ -312,7 +317,7 @@ def main():
         traced = None
         if "gateway-traced" in args.targets.split(","):
             # The same path with trace export on at 100% sampling, gateway and user service both
-            # exporting to a real OTLP/gRPC receiver that counts and drops (otlp-sink).
+            # exporting to a real OTLP/gRPC receiver that counts the spans and keeps none (otlp-sink).
             sink = Process("otlp-sink", [str(bins / "otlp-sink"), "127.0.0.1:0"], env=clean, stdout=subprocess.PIPE)
             processes.append(sink)
             sink_addr = sink.proc.stdout.readline().split()[-1]
@@ -369,15 +374,17 @@ def main():
             time.sleep(float(os.environ["GATEWAY_BENCH_HOLD"]))
         targets = {
             "gateway": (f"https://127.0.0.1:{gateway_port}{GET_USER}", body, [f"authorization: Bearer {user_token}"],
-                        lambda: [gateway.pid()], lambda: get_user_codes(upstream_admin)),
+                        lambda: [gateway.pid()], lambda: [upstream.pid()], lambda: get_user_codes(upstream_admin)),
             "nginx": (f"https://127.0.0.1:{nginx_port}{GET_USER}", body, [], lambda: children(nginx.pid()),
-                      lambda: get_user_codes(upstream_admin)),
+                      lambda: [upstream.pid()], lambda: get_user_codes(upstream_admin)),
             "direct": (f"http://127.0.0.1:{direct_port}{GET_USER}", direct_body, [], lambda: [direct.pid()],
-                       lambda: get_user_codes(direct_admin)),
+                       lambda: [], lambda: get_user_codes(direct_admin)),
         }
         if traced:
+            # Behind the traced gateway: its user service and the trace sink (a collector would run elsewhere).
             targets["gateway-traced"] = (f"https://127.0.0.1:{traced[2]}{GET_USER}", body, [f"authorization: Bearer {user_token}"],
-                                         lambda: [traced[1].pid()], lambda: get_user_codes(traced[3]))
+                                         lambda: [traced[1].pid()], lambda: [traced_upstream.pid(), traced[0].pid()],
+                                         lambda: get_user_codes(traced[3]))
 
         peak_rss = [0]
         sampling = [True]
@@ -393,10 +400,10 @@ def main():
         for connections, streams in ((4, 32), (1, 1)):
             for round_index in range(args.rounds):
                 for name in args.targets.split(","):
-                    url, payload, headers, pids, codes = targets[name]
+                    url, payload, headers, pids, behind, codes = targets[name]
                     log(f"{name} {connections}x{streams} round {round_index + 1}: {args.warmup_seconds}s + {args.seconds}s")
                     result = h2load(url, payload, headers, connections, streams, args.warmup_seconds, args.seconds,
-                                    work / f"{name}-{connections}x{streams}-{round_index}.log", pids, codes)
+                                    work / f"{name}-{connections}x{streams}-{round_index}.log", pids, behind, codes)
                     result.update(name=name, shape=f"{connections}x{streams}", round=round_index + 1)
                     results.append(result)
         sampling[0] = False
@@ -415,10 +422,11 @@ def main():
         print(f"h2load, {args.warmup_seconds} s warm-up + {args.seconds} s measured per row, {args.rounds} rounds, "
               f"order {args.targets.replace(',', ', ')} per round; gateway worker threads: "
               f"{'its default (1)' if args.gateway_threads is None else args.gateway_threads}; nginx worker processes: 2.\n")
-        print("| target | connections x streams | round | req/s | p50 ms | p99 ms | proxy CPU µs/req |")
-        print("|---|---|---|---:|---:|---:|---:|")
+        print("| target | connections x streams | round | req/s | p50 ms | p99 ms | proxy CPU µs/req | behind it CPU µs/req |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
         for r in results:
-            print(f"| {r['name']} | {r['shape']} | {r['round']} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu_us']:.1f} |")
+            print(f"| {r['name']} | {r['shape']} | {r['round']} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p99']:.3f} | "
+                  f"{r['cpu_us']:.1f} | {r['behind_cpu_us']:.1f} |")
         names = set(args.targets.split(","))
         print()
         met = True

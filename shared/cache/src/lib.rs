@@ -26,14 +26,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use suite_telemetry::RateLimitedLog;
+use suite_telemetry::spans::DirectSpan;
 use tokio::sync::OnceCell;
-use tracing::Instrument as _;
 
 /// Cache settings shared by every service (each picks its own key namespace).
 #[derive(Debug, Clone, clap::Args)]
@@ -241,12 +243,28 @@ enum Operation {
     Delete,
 }
 
+/// Ends a cache span (if any) with what happened: `hit`, `miss`, `stored`, `deleted`, `error`...
+fn record_outcome(span: Option<DirectSpan>, outcome: &'static str) {
+    if let Some(span) = span {
+        span.set_attribute(KeyValue::new("cache.outcome", outcome));
+    }
+}
+
 impl Operation {
     fn as_str(self) -> &'static str {
         match self {
             Self::Get => "get",
             Self::Set => "set",
             Self::Delete => "delete",
+        }
+    }
+
+    /// The span name and `db.operation.name` of a cache span.
+    fn span_names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Get => ("cache GET", "GET"),
+            Self::Set => ("cache SET", "SET"),
+            Self::Delete => ("cache DEL", "DEL"),
         }
     }
 }
@@ -379,9 +397,9 @@ impl<V: Cacheable> Cache<V> {
     pub async fn invalidate(&self, key: &str) {
         let full_key = self.full_key(key);
         self.lock_flights().remove(&full_key);
-        let span = self.span("DEL");
-        let deleted = self.backend.delete(std::slice::from_ref(&full_key)).instrument(span.clone()).await;
-        span.record("cache.outcome", if deleted.is_ok() { "deleted" } else { "error" });
+        let span = self.span(Operation::Delete);
+        let deleted = self.backend.delete(std::slice::from_ref(&full_key)).await;
+        record_outcome(span, if deleted.is_ok() { "deleted" } else { "error" });
         if let Err(error) = deleted {
             self.record_error(Operation::Delete, &error);
             let mut pending = self.lock_pending();
@@ -426,9 +444,9 @@ impl<V: Cacheable> Cache<V> {
     }
 
     async fn lookup(&self, full_key: &str) -> Option<V> {
-        let span = self.span("GET");
-        let (value, outcome) = self.lookup_untraced(full_key).instrument(span.clone()).await;
-        span.record("cache.outcome", outcome);
+        let span = self.span(Operation::Get);
+        let (value, outcome) = self.lookup_untraced(full_key).await;
+        record_outcome(span, outcome);
         value
     }
 
@@ -450,21 +468,20 @@ impl<V: Cacheable> Cache<V> {
         (value, outcome)
     }
 
-    /// A client span for one cache operation when this process exports traces
-    /// (a disabled span otherwise, which costs next to nothing on a hot read).
-    fn span(&self, operation: &'static str) -> tracing::Span {
-        if !suite_telemetry::tracing_enabled() {
-            return tracing::Span::none();
-        }
-        let backend = self.backend.name();
-        tracing::info_span!(
-            "cache",
-            otel.name = %format_args!("cache {operation}"),
-            otel.kind = "client",
-            db.system = backend,
-            db.operation.name = operation,
-            cache.name = %self.namespace,
-            cache.outcome = tracing::field::Empty,
+    /// A client span for one cache operation, a child of the current context, when
+    /// this process exports traces (none otherwise, which costs nothing on a hot read).
+    /// It ends when dropped; `cache.outcome` says what happened.
+    fn span(&self, operation: Operation) -> Option<DirectSpan> {
+        let (name, operation) = operation.span_names();
+        DirectSpan::start(
+            name,
+            SpanKind::Client,
+            vec![
+                KeyValue::new("db.system", self.backend.name()),
+                KeyValue::new("db.operation.name", operation),
+                KeyValue::new("cache.name", self.namespace.clone()),
+            ],
+            &opentelemetry::Context::current(),
         )
     }
 
@@ -472,20 +489,15 @@ impl<V: Cacheable> Cache<V> {
         if self.backend.reads_paused() || !self.lock_pending().is_empty() {
             return;
         }
-        let span = self.span("SET");
-        let outcome = match self
-            .backend
-            .set(full_key, value.to_bytes(), self.jittered_ttl())
-            .instrument(span.clone())
-            .await
-        {
+        let span = self.span(Operation::Set);
+        let outcome = match self.backend.set(full_key, value.to_bytes(), self.jittered_ttl()).await {
             Ok(()) => "stored",
             Err(error) => {
                 self.record_error(Operation::Set, &error);
                 "error"
             }
         };
-        span.record("cache.outcome", outcome);
+        record_outcome(span, outcome);
     }
 
     fn jittered_ttl(&self) -> Duration {

@@ -26,13 +26,14 @@ use crate::propagation;
 #[derive(Debug)]
 struct LogOnly;
 
-/// The context of a request served without span export. With `trusted_caller`
-/// headers that carry a trace, that trace continues under a new span id (and
-/// its flags, trace state and baggage go on to the next hop); otherwise a new
-/// trace id names the request in this process's logs.
-pub fn untraced_request(trusted_caller: Option<&HeaderMap>) -> Context {
+/// The context of a request served without span export. When a trusted
+/// caller's context (see [`propagation::extract`]) carries a trace, that trace
+/// continues under a new span id (and its flags, trace state and baggage go on
+/// to the next hop); otherwise a new trace id names the request in this
+/// process's logs.
+pub fn untraced_request(trusted_caller: Option<Context>) -> Context {
     let ids = RandomIdGenerator::default();
-    if let Some(caller) = trusted_caller.map(propagation::extract) {
+    if let Some(caller) = trusted_caller {
         let parent = caller.span().span_context().clone();
         if parent.is_valid() {
             let own = SpanContext::new(
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_trusted_callers_trace_continues_under_a_new_span_and_goes_on() {
-        let context = untraced_request(Some(&caller_headers()));
+        let context = untraced_request(Some(propagation::extract(&caller_headers())));
         let _attached = context.attach();
         let (trace_id, span_id) = current_ids().unwrap();
         assert_eq!(trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -128,8 +129,8 @@ mod tests {
 
     #[test]
     fn without_a_caller_trace_the_logs_get_one_that_is_not_passed_on() {
-        for headers in [None, Some(HeaderMap::new())] {
-            let context = untraced_request(headers.as_ref());
+        for caller in [None, Some(propagation::extract(&HeaderMap::new()))] {
+            let context = untraced_request(caller);
             let _attached = context.attach();
             let (trace_id, span_id) = current_ids().unwrap();
             assert_ne!(trace_id, opentelemetry::TraceId::INVALID);
@@ -154,7 +155,7 @@ mod tests {
 
         // Export off: the context made for the logs.
         runtime.block_on(async {
-            let request = untraced_request(Some(&caller_headers()));
+            let request = untraced_request(Some(propagation::extract(&caller_headers())));
             let expected = request.span().span_context().trace_id();
             async {
                 let kept = spawn_in_current_context(async { current_ids() }).await.unwrap();

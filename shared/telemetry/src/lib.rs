@@ -13,6 +13,7 @@ mod accounting;
 pub mod context;
 mod export;
 pub mod propagation;
+pub mod spans;
 mod tracing_config;
 
 use std::fmt;
@@ -30,7 +31,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use accounting::{SpanExportStats, span_export_stats};
-pub use tracing_config::{SamplerConfig, TracingConfig};
+pub use tracing_config::{ClientIdentity, CollectorTls, SamplerConfig, TracingConfig};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,7 +87,9 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
             .with_location(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
                 if metadata.is_span() {
-                    *metadata.level() <= tracing::Level::INFO
+                    // A request's log span only carries fields for log lines; its OpenTelemetry
+                    // span is a direct one (`spans`), which this layer must not shadow.
+                    *metadata.level() <= tracing::Level::INFO && metadata.name() != REQUEST_LOG_SPAN
                 } else {
                     *metadata.level() <= tracing::Level::WARN
                 }
@@ -110,7 +113,8 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
     };
     let installed = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok();
     if installed {
-        if exporter.is_some() {
+        if let Some(export) = &exporter {
+            spans::install(export.tracer());
             TRACING_ENABLED.store(true, Ordering::Relaxed);
         }
         tracing::debug!(tracing = exporter.is_some(), "telemetry initialised");
@@ -119,6 +123,11 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
         export: exporter.filter(|_| installed),
     })
 }
+
+/// The name of the `tracing` span a server opens per call so that log lines
+/// carry the call's fields (its request id); it is never exported, the call's
+/// server span is a [`spans::DirectSpan`].
+pub const REQUEST_LOG_SPAN: &str = "request";
 
 /// Whether spans are being exported by this process. Hot paths (the gateway's
 /// proxy) skip building spans when they are not.

@@ -8,11 +8,8 @@ use std::sync::LazyLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
-use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The headers that carry trace context; the gateway removes them from calls
 /// of clients it does not trust.
@@ -32,19 +29,6 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
         headers.remove(name);
     }
     PROPAGATOR.inject_context(context, &mut HeaderWriter(headers));
-}
-
-/// Makes `span` a child of the context `headers` carry (when they carry one).
-pub fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
-    let parent = extract(headers);
-    if parent.has_active_span() || !parent.baggage().is_empty() {
-        let _ = span.set_parent(parent);
-    }
-}
-
-/// Writes `span`'s context into outgoing `headers`: the next hop's spans become its children.
-pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) {
-    inject(&span.context(), headers);
 }
 
 /// Removes any trace context from `headers`.
@@ -79,6 +63,9 @@ impl Injector for HeaderWriter<'_> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::trace::TraceContextExt as _;
 
     use super::*;
 

@@ -79,8 +79,6 @@ struct Collected {
     spans: Mutex<Vec<ReceivedSpan>>,
     export_calls: std::sync::atomic::AtomicU64,
     span_count: std::sync::atomic::AtomicU64,
-    /// A sink (benchmarks) only counts, so a long run does not fill memory.
-    count_only: bool,
 }
 
 struct Receiver {
@@ -104,9 +102,6 @@ impl TraceService for Receiver {
         self.collected
             .span_count
             .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
-        if self.collected.count_only {
-            return Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }));
-        }
         let mut received = Vec::new();
         for resource_spans in request.resource_spans {
             let resource_attributes = resource_spans.resource.map(|resource| resource.attributes).unwrap_or_default();
@@ -185,12 +180,7 @@ impl OtlpReceiver {
 
     /// Serves on `addr`, which may be the address of a receiver stopped before.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::serve(addr, false, None).await
-    }
-
-    /// A sink that counts the spans it is sent and keeps none (for benchmarks).
-    pub async fn start_counting(addr: SocketAddr) -> std::io::Result<Self> {
-        Self::serve(addr, true, None).await
+        Self::serve(addr, None).await
     }
 
     /// Serves TLS on a fresh port of 127.0.0.1 with `server`'s certificate and key;
@@ -200,14 +190,11 @@ impl OtlpReceiver {
         if let Some(ca) = client_ca {
             tls = tls.client_ca_root(Certificate::from_pem(std::fs::read(ca)?));
         }
-        Self::serve(loopback(), false, Some(tls)).await
+        Self::serve(loopback(), Some(tls)).await
     }
 
-    async fn serve(addr: SocketAddr, count_only: bool, tls: Option<ServerTlsConfig>) -> std::io::Result<Self> {
-        let collected = Arc::new(Collected {
-            count_only,
-            ..Collected::default()
-        });
+    async fn serve(addr: SocketAddr, tls: Option<ServerTlsConfig>) -> std::io::Result<Self> {
+        let collected = Arc::new(Collected::default());
         let mut builder = tonic::transport::Server::builder();
         let is_tls = tls.is_some();
         if let Some(tls) = tls {

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt};
 use http::HeaderMap;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use suite_telemetry::spans::DirectSpan;
 use tonic::Code;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::Service;
-use tracing::Instrument as _;
-use tracing::field::Empty;
 
 use super::dependency::{ClientCallLabels, ClientMetrics};
 use crate::layers::body::{GuardedBody, ResponseGuard};
@@ -57,7 +58,6 @@ impl Service<http::Request<Body>> for TracedChannel {
         let (service, method) = split_path(request.uri().path());
         let mut record = ClientCall::start(self.peer, service, method, &self.metrics);
         record.inject(request.headers_mut());
-        let instrumented = record.span.as_ref().map_or_else(tracing::Span::none, |span| span.span.clone());
         let call = self.inner.call(request);
         async move {
             match call.await {
@@ -71,7 +71,6 @@ impl Service<http::Request<Body>> for TracedChannel {
                 }
             }
         }
-        .instrument(instrumented)
         .boxed()
     }
 }
@@ -95,7 +94,7 @@ pub struct ClientCall {
     dependency: &'static str,
     service: String,
     method: String,
-    span: Option<ClientCallSpan>,
+    span: Option<DirectSpan>,
     finished: bool,
 }
 
@@ -110,7 +109,17 @@ impl ClientCall {
             dependency,
             service: service.to_owned(),
             method: method.to_owned(),
-            span: ClientCallSpan::start(service, method, dependency),
+            span: DirectSpan::start(
+                format!("{service}/{method}"),
+                SpanKind::Client,
+                vec![
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", service.to_owned()),
+                    KeyValue::new("rpc.method", method.to_owned()),
+                    KeyValue::new("server.address", dependency),
+                ],
+                &opentelemetry::Context::current(),
+            ),
             finished: false,
         }
     }
@@ -119,7 +128,7 @@ impl ClientCall {
     /// span's, or without export the caller's trace this process continues.
     pub fn inject(&self, headers: &mut HeaderMap) {
         match &self.span {
-            Some(span) => suite_telemetry::propagation::inject_span(&span.span, headers),
+            Some(span) => suite_telemetry::propagation::inject(span.context(), headers),
             None => suite_telemetry::context::inject_untraced(headers),
         }
     }
@@ -138,8 +147,12 @@ impl ClientCall {
             .call_duration
             .get_or_create(&labels)
             .observe(self.started.elapsed().as_secs_f64());
-        if let Some(span) = self.span.as_mut() {
-            span.finish(code);
+        // Any code but OK marks a client span failed; it ends here, when the status is known.
+        if let Some(span) = self.span.take() {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+            if code != Code::Ok {
+                span.fail();
+            }
         }
     }
 }
@@ -167,48 +180,4 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
             .and_then(|code| code.parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32),
     )
-}
-
-/// The client span of one outgoing call; any code but OK marks it failed.
-#[derive(Debug)]
-struct ClientCallSpan {
-    span: tracing::Span,
-    finished: bool,
-}
-
-impl ClientCallSpan {
-    /// `None` when this process exports no traces, so an untraced process pays nothing per call.
-    fn start(service: &str, method: &str, peer: &str) -> Option<Self> {
-        if !suite_telemetry::tracing_enabled() {
-            return None;
-        }
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = %format_args!("{service}/{method}"),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = Empty,
-            server.address = peer,
-        );
-        Some(Self { span, finished: false })
-    }
-
-    fn finish(&mut self, code: Code) {
-        if std::mem::replace(&mut self.finished, true) {
-            return;
-        }
-        self.span.record("rpc.grpc.status_code", code as i32);
-        if code != Code::Ok {
-            self.span.record("otel.status_code", "error");
-        }
-    }
-}
-
-impl Drop for ClientCallSpan {
-    fn drop(&mut self) {
-        self.finish(Code::Cancelled);
-    }
 }

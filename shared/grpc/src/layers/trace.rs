@@ -15,11 +15,13 @@ use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
 use http::{HeaderMap, HeaderValue};
+use opentelemetry::KeyValue;
 use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
+use suite_telemetry::spans::DirectSpan;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
-use tracing::field::Empty;
 
 use super::body::{GuardedBody, ResponseGuard};
 use crate::connection::PeerInfo;
@@ -106,49 +108,58 @@ where
             .map(|peer| (peer.remote_addr, peer.identity.is_some()));
         let from_workload = peer.is_some_and(|(_, verified)| verified);
         let echo = !(accepted && from_workload);
+        let caller_context = match self.layer.remote {
+            RemoteTraceContext::Trust => Some(suite_telemetry::propagation::extract(request.headers())),
+            RemoteTraceContext::Ignore => {
+                suite_telemetry::propagation::strip(request.headers_mut());
+                None
+            }
+        };
         let path = request.uri().path();
         let (service, method) = match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
             Some((service, method)) if self.layer.known_paths.contains(path) => (service, method),
             _ => ("unknown", "unknown"),
         };
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %format_args!("{service}/{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
+        // Fields for the call's log lines only; its OpenTelemetry span is made directly below.
+        let log_span = tracing::info_span!(
+            suite_telemetry::REQUEST_LOG_SPAN,
             rpc.service = service,
             rpc.method = method,
-            rpc.grpc.status_code = Empty,
-            network.peer.address = Empty,
-            network.peer.port = Empty,
             request_id = request_id.to_str().unwrap_or_default(),
         );
-        if let Some((remote_addr, _)) = peer {
-            span.record("network.peer.address", tracing::field::display(remote_addr.ip()));
-            span.record("network.peer.port", remote_addr.port());
-        }
-        let trusted_caller = (self.layer.remote == RemoteTraceContext::Trust).then_some(request.headers());
-        // Without export no span carries a context: one is made for the logs and the next hop.
-        let untraced = (!suite_telemetry::tracing_enabled()).then(|| suite_telemetry::context::untraced_request(trusted_caller));
-        match self.layer.remote {
-            RemoteTraceContext::Trust => suite_telemetry::propagation::continue_from(&span, request.headers()),
-            RemoteTraceContext::Ignore => suite_telemetry::propagation::strip(request.headers_mut()),
-        }
+        let (context, server_span) = if suite_telemetry::tracing_enabled() {
+            let mut attributes = vec![
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service.to_owned()),
+                KeyValue::new("rpc.method", method.to_owned()),
+                KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
+            ];
+            if let Some((remote_addr, _)) = peer {
+                attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
+                attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
+            }
+            let parent = caller_context.unwrap_or_default();
+            let span = DirectSpan::start(format!("{service}/{method}"), SpanKind::Server, attributes, &parent);
+            (span.as_ref().map(|span| span.context().clone()), span)
+        } else {
+            // Without export no span carries a context: one is made for the logs and the next hop.
+            (Some(suite_telemetry::context::untraced_request(caller_context)), None)
+        };
         let future = {
-            let _attached = untraced.clone().map(opentelemetry::Context::attach);
-            let _entered = span.enter();
+            let _attached = context.clone().map(opentelemetry::Context::attach);
+            let _entered = log_span.enter();
             self.inner.call(request)
         };
-        // No subscriber wants the span (no export, logs above INFO): nothing to hold open, so
-        // the response body goes out unwrapped; the request id is all the call pays for.
-        let guard = (!span.is_disabled()).then(|| SpanGuard {
-            span: span.clone(),
-            untraced: untraced.clone(),
+        // Nothing to record (no export, logs above INFO): the response body goes out
+        // unwrapped; the request id and the trace context are all the call pays for.
+        let guard = (server_span.is_some() || !log_span.is_disabled()).then(|| SpanGuard {
+            server_span,
+            log_span: log_span.clone(),
+            context: context.clone(),
             finished: false,
         });
-        let future = REQUEST_ID.scope(request_id.clone(), future.instrument(span));
-        let future = match untraced {
+        let future = REQUEST_ID.scope(request_id.clone(), future.instrument(log_span));
+        let future = match context {
             Some(context) => future.with_context(context).left_future(),
             None => future.right_future(),
         };
@@ -195,9 +206,10 @@ fn is_acceptable_request_id(bytes: &[u8]) -> bool {
 
 /// Holds the server span open until the response's status is known.
 struct SpanGuard {
-    span: tracing::Span,
-    /// The call's context when no span carries one (export off), for the last log line.
-    untraced: Option<opentelemetry::Context>,
+    server_span: Option<DirectSpan>,
+    log_span: tracing::Span,
+    /// The call's trace context, for the last log line.
+    context: Option<opentelemetry::Context>,
     finished: bool,
 }
 
@@ -206,14 +218,21 @@ impl SpanGuard {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        self.span.record("rpc.grpc.status_code", code as i32);
-        if is_server_error(code) {
-            self.span.record("otel.status_code", "error");
+        if let Some(span) = &self.server_span {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+            if is_server_error(code) {
+                span.fail();
+            }
         }
         // An access line for operators who turn on debug logs; it carries the trace and request ids.
         // It is written as the body ends, outside the call's future and the context attached there.
-        let _attached = self.untraced.clone().map(opentelemetry::Context::attach);
-        self.span.in_scope(|| tracing::debug!(grpc_status = code as i32, "call finished"));
+        {
+            let _attached = self.context.clone().map(opentelemetry::Context::attach);
+            self.log_span
+                .in_scope(|| tracing::debug!(grpc_status = code as i32, "call finished"));
+        }
+        // Ends the span now, not when the body is dropped.
+        self.server_span = None;
     }
 }
 
