@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::TelemetryError;
 use crate::accounting::{BoundedProcessor, CountingExporter, QueueDepth};
+use crate::otlp::OtlpExporter;
 use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
 
 #[derive(Debug)]
@@ -115,13 +115,13 @@ impl TraceExport {
     }
 }
 
-/// The OTLP exporter on a lazy channel: it connects on the first export and
+/// The OTLP exporter ([`OtlpExporter`]) on a lazy channel: it connects on the first export and
 /// reconnects after a failure. Every step of an export is bounded by `timeout`.
 /// tonic's request timeout only starts once a connection is ready, so the TCP
 /// connect (an address that drops SYNs) and the TLS handshake (a collector that
 /// accepts and never answers) get their own bounds; without them one stuck
 /// export would hold the batch processor, and every batch after it, for good.
-fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -> Result<opentelemetry_otlp::SpanExporter, String> {
+fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -> Result<OtlpExporter, String> {
     let mut channel = Endpoint::from_shared(endpoint)
         .map_err(|error| error.to_string())?
         .timeout(timeout)
@@ -129,12 +129,7 @@ fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -
     if let Some(tls) = tls {
         channel = channel.tls_config(tls.timeout(timeout)).map_err(|error| error.to_string())?;
     }
-    opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_channel(channel.connect_lazy())
-        .with_timeout(timeout)
-        .build()
-        .map_err(|error| error.to_string())
+    Ok(OtlpExporter::new(channel.connect_lazy()))
 }
 
 fn client_tls(tls: &CollectorTls) -> ClientTlsConfig {

@@ -12,6 +12,7 @@
 mod accounting;
 pub mod context;
 mod export;
+mod otlp;
 pub mod propagation;
 pub mod spans;
 mod tracing_config;
