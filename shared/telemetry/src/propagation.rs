@@ -54,7 +54,10 @@ struct HeaderWriter<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderWriter<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+            // New on every call: HPACK should send it as a literal, not add it to the
+            // connection's header table, where it would only push out headers that repeat.
+            value.set_sensitive(true);
             self.0.insert(name, value);
         }
     }

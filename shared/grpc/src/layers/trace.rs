@@ -190,7 +190,9 @@ fn accept_or_generate_request_id(headers: &mut HeaderMap) -> (HeaderValue, bool)
     }
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let mut generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    // Unique per call: sent as an HPACK literal rather than filling the upstream connection's header table.
+    generated.set_sensitive(true);
     headers.insert(REQUEST_ID_HEADER, generated.clone());
     (generated, false)
 }
