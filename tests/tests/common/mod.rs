@@ -110,6 +110,8 @@ pub struct Server {
     pub admin: SocketAddr,
     pub certs: Arc<DevCerts>,
     name: &'static str,
+    /// Where its log lines go, when they are kept: shown if it dies during start-up.
+    log: Option<PathBuf>,
 }
 
 impl Server {
@@ -141,13 +143,24 @@ impl Server {
     ) -> Self {
         let admin = free_addr();
         let mut command = Self::service_command(grpc, admin, name, &certs, data_dir, database_url);
-        command.args(["--log-filter", "warn"]).args(extra).stdout(Stdio::null());
-        Self::spawn(name, command, grpc, admin, certs).await
+        // Kept so that a failed start-up can say why.
+        let log = data_dir.join(format!("{name}-{}.log", grpc.port()));
+        command
+            .args(["--log-filter", "warn"])
+            .args(extra)
+            .stdout(std::fs::File::create(&log).unwrap());
+        let mut server = Self {
+            child: command.spawn().unwrap(),
+            grpc,
+            admin,
+            certs,
+            name,
+            log: Some(log),
+        };
+        server.wait_until_serving().await;
+        server
     }
 
-    /// `name serve` on `grpc` and `admin` with its dev certificate and policy, its
-    /// SQLite file under `data_dir` unless `database_url` is given; the caller adds
-    /// the log filter, further flags and where stdout goes.
     /// The edge gateway binary in front of `users` and `orders`, with the dev listener
     /// certificate, JWKS and routes (written under `dir`), serving on `grpc` and `admin`
     /// with `log_filter`; stdout and extra settings are the caller's.
@@ -190,6 +203,9 @@ impl Server {
         command
     }
 
+    /// `name serve` on `grpc` and `admin` with its dev certificate and policy, its
+    /// SQLite file under `data_dir` unless `database_url` is given; the caller adds
+    /// the log filter, further flags and where stdout goes.
     pub fn service_command(
         grpc: SocketAddr,
         admin: SocketAddr,
@@ -221,6 +237,7 @@ impl Server {
             admin,
             certs,
             name,
+            log: None,
         };
         server.wait_until_serving().await;
         server
@@ -233,7 +250,12 @@ impl Server {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited during start-up with {status}", self.name);
+                let log = self
+                    .log
+                    .as_ref()
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                panic!("{} exited during start-up with {status}; it wrote:\n{log}", self.name);
             }
             if let Ok(channel) = suite_grpc::client::connect_insecure(self.admin).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
