@@ -15,6 +15,23 @@ use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_testkit::workspace_binary;
 use tonic::Code;
 
+/// A CreateOrder of one item at one cent.
+fn one_item_order(user_id: &str, key: &str) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        user_id: user_id.into(),
+        idempotency_key: key.into(),
+        items: vec![pb::LineItem {
+            sku: "A".into(),
+            quantity: 1,
+            unit_price: Some(pb::Money {
+                currency_code: "EUR".into(),
+                amount_minor: 1,
+            }),
+            line_total: None,
+        }],
+    }
+}
+
 fn order_json(user_id: &str, key: &str) -> String {
     format!(
         r#"{{"user_id":"{user_id}","idempotency_key":"{key}","items":[{{"sku":"BOOK-1","quantity":2,"unit_price":{{"currency_code":"EUR","amount_minor":1250}}}}]}}"#
@@ -98,19 +115,7 @@ async fn the_order_service_may_start_before_the_user_service() {
     )
     .await;
     let mut client = OrderServiceClient::new(orders.channel().await);
-    let request = |key: &str, user_id: &str| pb::CreateOrderRequest {
-        user_id: user_id.into(),
-        idempotency_key: key.into(),
-        items: vec![pb::LineItem {
-            sku: "A".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                currency_code: "EUR".into(),
-                amount_minor: 1,
-            }),
-            line_total: None,
-        }],
-    };
+    let request = |key: &str, user_id: &str| one_item_order(user_id, key);
     let early = client
         .create_order(request("early", "0190d7a4-0000-7000-8000-000000000000"))
         .await
@@ -217,19 +222,7 @@ async fn without_trace_export_log_lines_still_carry_trace_ids_across_both_servic
         .unwrap();
     let mut client = OrderServiceClient::new(orders.channel().await);
     let create = |key: &str, request_id: &'static str, traceparent: Option<String>| {
-        let mut request = tonic::Request::new(pb::CreateOrderRequest {
-            user_id: user.id.clone(),
-            idempotency_key: key.into(),
-            items: vec![pb::LineItem {
-                sku: "A".into(),
-                quantity: 1,
-                unit_price: Some(pb::Money {
-                    currency_code: "EUR".into(),
-                    amount_minor: 1,
-                }),
-                line_total: None,
-            }],
-        });
+        let mut request = tonic::Request::new(one_item_order(&user.id, key));
         request.metadata_mut().insert("x-request-id", request_id.parse().unwrap());
         if let Some(traceparent) = traceparent {
             request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());

@@ -149,16 +149,7 @@ impl Server {
             .args(["--log-filter", "warn"])
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap());
-        let mut server = Self {
-            child: command.spawn().unwrap(),
-            grpc,
-            admin,
-            certs,
-            name,
-            log: Some(log),
-        };
-        server.wait_until_serving().await;
-        server
+        Self::spawn_logging_to(name, command, grpc, admin, certs, Some(log)).await
     }
 
     /// The edge gateway binary in front of `users` and `orders`, with the dev listener
@@ -230,14 +221,26 @@ impl Server {
     }
 
     /// Spawns `command` (which must serve on `grpc` and `admin`) and waits for its health.
-    pub async fn spawn(name: &'static str, mut command: Command, grpc: SocketAddr, admin: SocketAddr, certs: Arc<DevCerts>) -> Self {
+    pub async fn spawn(name: &'static str, command: Command, grpc: SocketAddr, admin: SocketAddr, certs: Arc<DevCerts>) -> Self {
+        Self::spawn_logging_to(name, command, grpc, admin, certs, None).await
+    }
+
+    /// [`Self::spawn`] for a `command` whose stdout goes to the file `log`.
+    async fn spawn_logging_to(
+        name: &'static str,
+        mut command: Command,
+        grpc: SocketAddr,
+        admin: SocketAddr,
+        certs: Arc<DevCerts>,
+        log: Option<PathBuf>,
+    ) -> Self {
         let mut server = Self {
             child: command.spawn().unwrap(),
             grpc,
             admin,
             certs,
             name,
-            log: None,
+            log,
         };
         server.wait_until_serving().await;
         server
