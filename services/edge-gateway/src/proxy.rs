@@ -6,7 +6,6 @@
 //! reports each call's final status to the upstream's circuit breaker, to the
 //! client call latency histogram and, when tracing, to the call's client span.
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
+use suite_grpc::KnownMethods;
 use suite_grpc::client::{AdmittedCall, ClientCall};
 use tonic::Code;
 use tonic::body::Body;
@@ -31,9 +31,9 @@ const GRPC_STATUS: &str = "grpc-status";
 pub struct Proxy {
     max_message_bytes: u64,
     metrics: GatewayMetrics,
-    /// `/package.Service/Method` of the routed services' methods: the only
-    /// method names the upstream call metrics and spans carry.
-    known_paths: Arc<HashSet<String>>,
+    /// The routed services' methods: the only method names the upstream call
+    /// metrics and spans carry.
+    known_methods: KnownMethods,
 }
 
 impl Proxy {
@@ -41,16 +41,7 @@ impl Proxy {
         Self {
             max_message_bytes: max_message_bytes as u64,
             metrics,
-            known_paths: Arc::new(known_paths.into_iter().collect()),
-        }
-    }
-
-    /// The service and method a call is recorded under; a method the
-    /// descriptors do not name is `unknown`, so clients cannot mint series.
-    fn call_names<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
-        match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
-            Some(names) if self.known_paths.contains(path) => names,
-            _ => ("unknown", "unknown"),
+            known_methods: KnownMethods::new(known_paths),
         }
     }
 
@@ -82,7 +73,7 @@ impl Proxy {
             }
         })?;
         // Timed from here to its trailers; with tracing on, a client span the upstream continues.
-        let (service, method) = self.call_names(parts.uri.path());
+        let (service, method) = self.known_methods.names(parts.uri.path());
         let mut call = ClientCall::start(upstream.name, service, method, upstream.resilience.metrics());
         call.inject(&mut parts.headers);
         let oversized = Arc::new(AtomicU64::new(0));

@@ -22,7 +22,6 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
-use prost::Message;
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -40,6 +39,7 @@ use crate::layers::authz::AuthorizationLayer;
 use crate::layers::limit::ConcurrencyLimitLayer;
 use crate::layers::metrics::{RpcMetricsLayer, RpcServerMetrics};
 use crate::layers::trace::{RemoteTraceContext, TraceLayer};
+use crate::methods::method_paths;
 use crate::security::Transport;
 
 /// Health service name a liveness probe asks for. It stays SERVING while the
@@ -320,29 +320,6 @@ impl GrpcServer {
         }
         paths
     }
-}
-
-/// `/package.Service/Method` of every method an encoded descriptor set
-/// describes (none if it does not decode): the names metrics and spans may carry.
-pub fn method_paths(descriptor_set: &[u8]) -> Vec<String> {
-    let Ok(set) = prost_types::FileDescriptorSet::decode(descriptor_set) else {
-        return Vec::new();
-    };
-    let mut paths = Vec::new();
-    for file in set.file {
-        let package = file.package();
-        for service in &file.service {
-            let qualified = if package.is_empty() {
-                service.name().to_owned()
-            } else {
-                format!("{package}.{}", service.name())
-            };
-            for method in &service.method {
-                paths.push(format!("/{qualified}/{}", method.name()));
-            }
-        }
-    }
-    paths
 }
 
 /// Health of the service names this server answers for.

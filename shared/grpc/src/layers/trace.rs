@@ -9,8 +9,6 @@
 //! The span lives in the response body, so it ends when the last byte of the
 //! response (and its status) has been sent, not when the handler returns.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -25,6 +23,7 @@ use tracing::Instrument as _;
 
 use super::body::{GuardedBody, ResponseGuard};
 use crate::connection::PeerInfo;
+use crate::methods::KnownMethods;
 
 /// Header a call's request id travels in, in both directions.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -53,7 +52,7 @@ pub enum RemoteTraceContext {
 #[derive(Debug, Clone)]
 pub struct TraceLayer {
     remote: RemoteTraceContext,
-    known_paths: Arc<HashSet<String>>,
+    known_methods: KnownMethods,
 }
 
 impl TraceLayer {
@@ -62,7 +61,7 @@ impl TraceLayer {
     pub fn new(remote: RemoteTraceContext, known_paths: impl IntoIterator<Item = String>) -> Self {
         Self {
             remote,
-            known_paths: Arc::new(known_paths.into_iter().collect()),
+            known_methods: KnownMethods::new(known_paths),
         }
     }
 }
@@ -116,10 +115,7 @@ where
             }
         };
         let path = request.uri().path();
-        let (service, method) = match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
-            Some((service, method)) if self.layer.known_paths.contains(path) => (service, method),
-            _ => ("unknown", "unknown"),
-        };
+        let (service, method) = self.layer.known_methods.names(path);
         // Fields for the call's log lines only; its OpenTelemetry span is made directly below.
         let log_span = tracing::info_span!(
             suite_telemetry::REQUEST_LOG_SPAN,
@@ -269,6 +265,8 @@ pub fn is_server_error(code: Code) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use suite_tls::PeerIdentity;
 
     use super::*;
