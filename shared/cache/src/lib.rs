@@ -472,17 +472,17 @@ impl<V: Cacheable> Cache<V> {
     /// this process exports traces (none otherwise, which costs nothing on a hot read).
     /// It ends when dropped; `cache.outcome` says what happened.
     fn span(&self, operation: Operation) -> Option<DirectSpan> {
-        let (name, operation) = operation.span_names();
-        DirectSpan::start(
-            name,
-            SpanKind::Client,
-            vec![
-                KeyValue::new("db.system", self.backend.name()),
-                KeyValue::new("db.operation.name", operation),
-                KeyValue::new("cache.name", self.namespace.clone()),
-            ],
-            &opentelemetry::Context::current(),
-        )
+        DirectSpan::start_in_current(SpanKind::Client, || {
+            let (name, operation) = operation.span_names();
+            (
+                name,
+                vec![
+                    KeyValue::new("db.system", self.backend.name()),
+                    KeyValue::new("db.operation.name", operation),
+                    KeyValue::new("cache.name", self.namespace.clone()),
+                ],
+            )
+        })
     }
 
     async fn store(&self, full_key: &str, value: &V) {

@@ -34,14 +34,17 @@ pub struct DirectSpan {
 }
 
 impl DirectSpan {
-    /// A span named `name` of `kind` under `parent`; `None` when this process
-    /// exports no spans (the caller then pays nothing). `name` and the
-    /// attributes should be static strings on hot paths: they are kept as they are.
-    pub fn start(name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: Vec<KeyValue>, parent: &Context) -> Option<Self> {
-        if !crate::tracing_enabled() {
-            return None;
-        }
-        let tracer = TRACER.get()?;
+    /// A span of `kind` under `parent`, its name and attributes from `describe`;
+    /// `None` when this process exports no spans, and then neither `describe`
+    /// runs nor anything is allocated. Static strings in names and attributes
+    /// are kept as they are.
+    pub fn start<N: Into<Cow<'static, str>>>(
+        kind: SpanKind,
+        parent: &Context,
+        describe: impl FnOnce() -> (N, Vec<KeyValue>),
+    ) -> Option<Self> {
+        let tracer = TRACER.get().filter(|_| crate::tracing_enabled())?;
+        let (name, attributes) = describe();
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
@@ -50,6 +53,14 @@ impl DirectSpan {
         Some(Self {
             context: parent.with_span(span),
         })
+    }
+
+    /// [`Self::start`] under the current context, read only when a span is made.
+    pub fn start_in_current<N: Into<Cow<'static, str>>>(kind: SpanKind, describe: impl FnOnce() -> (N, Vec<KeyValue>)) -> Option<Self> {
+        if !crate::tracing_enabled() {
+            return None;
+        }
+        Self::start(kind, &Context::current(), describe)
     }
 
     /// The context with this span current.

@@ -109,17 +109,17 @@ impl ClientCall {
             dependency,
             service: service.to_owned(),
             method: method.to_owned(),
-            span: DirectSpan::start(
-                format!("{service}/{method}"),
-                SpanKind::Client,
-                vec![
-                    KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", service.to_owned()),
-                    KeyValue::new("rpc.method", method.to_owned()),
-                    KeyValue::new("server.address", dependency),
-                ],
-                &opentelemetry::Context::current(),
-            ),
+            span: DirectSpan::start_in_current(SpanKind::Client, || {
+                (
+                    format!("{service}/{method}"),
+                    vec![
+                        KeyValue::new("rpc.system", "grpc"),
+                        KeyValue::new("rpc.service", service.to_owned()),
+                        KeyValue::new("rpc.method", method.to_owned()),
+                        KeyValue::new("server.address", dependency),
+                    ],
+                )
+            }),
             finished: false,
         }
     }

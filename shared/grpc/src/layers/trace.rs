@@ -124,18 +124,19 @@ where
             request_id = request_id.to_str().unwrap_or_default(),
         );
         let (context, server_span) = if suite_telemetry::tracing_enabled() {
-            let mut attributes = vec![
-                KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", service.to_owned()),
-                KeyValue::new("rpc.method", method.to_owned()),
-                KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
-            ];
-            if let Some((remote_addr, _)) = peer {
-                attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
-                attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
-            }
-            let parent = caller_context.unwrap_or_default();
-            let span = DirectSpan::start(format!("{service}/{method}"), SpanKind::Server, attributes, &parent);
+            let span = DirectSpan::start(SpanKind::Server, &caller_context.unwrap_or_default(), || {
+                let mut attributes = vec![
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", service.to_owned()),
+                    KeyValue::new("rpc.method", method.to_owned()),
+                    KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
+                ];
+                if let Some((remote_addr, _)) = peer {
+                    attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
+                    attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
+                }
+                (format!("{service}/{method}"), attributes)
+            });
             (span.as_ref().map(|span| span.context().clone()), span)
         } else {
             // Without export no span carries a context: one is made for the logs and the next hop.
