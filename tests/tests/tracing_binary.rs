@@ -661,11 +661,7 @@ async fn spans_reach_a_tls_collector_only_through_its_ca_and_with_a_client_certi
         &data.path().join("right-ca"),
     )
     .await;
-    UserProbe::new(&server).await.latencies(20).await;
-    let spans = receiver
-        .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
-        .await;
-    assert!(spans.iter().any(is_get_user_server_span), "no span arrived over TLS: {spans:#?}");
+    assert_exports_arrive(&server, &receiver, "TLS").await;
 
     // Any other CA: the collector is not trusted, nothing reaches it, the calls still succeed
     // and the lost spans are counted.
@@ -706,14 +702,16 @@ async fn spans_reach_a_tls_collector_only_through_its_ca_and_with_a_client_certi
         &data.path().join("client-cert"),
     )
     .await;
-    UserProbe::new(&server).await.latencies(20).await;
+    assert_exports_arrive(&server, &receiver, "mutual TLS").await;
+}
+
+/// Calls `server` and waits for its GetUser server spans at `receiver`, reached over `how`.
+async fn assert_exports_arrive(server: &Server, receiver: &OtlpReceiver, how: &str) {
+    UserProbe::new(server).await.latencies(20).await;
     let spans = receiver
         .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
         .await;
-    assert!(
-        spans.iter().any(is_get_user_server_span),
-        "no span arrived over mutual TLS: {spans:#?}"
-    );
+    assert!(spans.iter().any(is_get_user_server_span), "no span arrived over {how}: {spans:#?}");
 }
 
 /// Calls `server` while its exports to `receiver` cannot get through: every call
