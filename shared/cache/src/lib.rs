@@ -245,7 +245,7 @@ enum Operation {
 
 /// Ends a cache span (if any) with what happened: `hit`, `miss`, `stored`, `deleted`, `error`...
 fn record_outcome(span: Option<DirectSpan>, outcome: &'static str) {
-    if let Some(span) = span {
+    if let Some(mut span) = span {
         span.set_attribute(KeyValue::new("cache.outcome", outcome));
     }
 }
@@ -291,7 +291,8 @@ impl CacheMetrics {
 
 /// A read-through cache of `V` values under one key namespace.
 pub struct Cache<V> {
-    namespace: String,
+    /// Shared with every cache span's `cache.name`, which then copies no text.
+    namespace: Arc<str>,
     backend: Backend,
     ttl: Duration,
     jitter_percent: u8,
@@ -347,7 +348,7 @@ impl<V: Cacheable> Cache<V> {
             ),
         };
         Ok(Self {
-            namespace: namespace.into(),
+            namespace: namespace.into().into(),
             backend,
             ttl: Duration::from_secs(config.ttl_secs),
             jitter_percent: config.ttl_jitter_percent,
@@ -535,7 +536,7 @@ impl<V: Cacheable> Cache<V> {
 
     fn count_lookup(&self, result: &str) {
         let labels = LookupLabels {
-            cache: self.namespace.clone(),
+            cache: self.namespace.to_string(),
             backend: self.backend.name().to_owned(),
             result: result.to_owned(),
         };
@@ -544,7 +545,7 @@ impl<V: Cacheable> Cache<V> {
 
     fn record_error(&self, operation: Operation, error: &BackendError) {
         let labels = ErrorLabels {
-            cache: self.namespace.clone(),
+            cache: self.namespace.to_string(),
             backend: self.backend.name().to_owned(),
             operation: operation.as_str().to_owned(),
         };

@@ -2,7 +2,7 @@
 //! method names its metrics and spans may carry, so made-up paths sent by a
 //! client cannot mint new names.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -30,23 +30,65 @@ pub fn method_paths(descriptor_set: &[u8]) -> Vec<String> {
     paths
 }
 
-/// A set of `/package.Service/Method` paths. Cheap to clone; clones share it.
-#[derive(Debug, Clone, Default)]
-pub struct KnownMethods(Arc<HashSet<String>>);
+/// The names a method's metrics and spans carry. Made once per known method,
+/// so a call clones three reference counts instead of formatting and copying text.
+#[derive(Debug, Clone)]
+pub struct MethodNames {
+    pub service: Arc<str>,
+    pub method: Arc<str>,
+    /// `package.Service/Method`: the name of the method's RPC spans.
+    pub span_name: Arc<str>,
+}
 
-impl KnownMethods {
-    pub fn new(paths: impl IntoIterator<Item = String>) -> Self {
-        Self(Arc::new(paths.into_iter().collect()))
-    }
-
-    /// The service and method of `path` when it is known, else `unknown` for both.
-    pub fn names<'a>(&self, path: &'a str) -> (&'a str, &'a str) {
-        match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
-            Some(names) if self.0.contains(path) => names,
-            _ => ("unknown", "unknown"),
+impl MethodNames {
+    pub fn new(service: &str, method: &str) -> Self {
+        Self {
+            service: service.into(),
+            method: method.into(),
+            span_name: format!("{service}/{method}").into(),
         }
     }
 }
+
+/// A set of `/package.Service/Method` paths. Cheap to clone; clones share it.
+#[derive(Debug, Clone)]
+pub struct KnownMethods(Arc<Known>);
+
+#[derive(Debug)]
+struct Known {
+    by_path: HashMap<String, MethodNames>,
+    unknown: MethodNames,
+}
+
+impl Default for KnownMethods {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl KnownMethods {
+    pub fn new(paths: impl IntoIterator<Item = String>) -> Self {
+        let by_path = paths
+            .into_iter()
+            .filter_map(|path| {
+                let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+                let names = MethodNames::new(service, method);
+                Some((path, names))
+            })
+            .collect();
+        Self(Arc::new(Known {
+            by_path,
+            unknown: MethodNames::new(UNKNOWN, UNKNOWN),
+        }))
+    }
+
+    /// The names of `path` when it is known, else `unknown` for service and method.
+    pub fn names(&self, path: &str) -> &MethodNames {
+        self.0.by_path.get(path).unwrap_or(&self.0.unknown)
+    }
+}
+
+const UNKNOWN: &str = "unknown";
 
 #[cfg(test)]
 mod tests {
@@ -55,11 +97,20 @@ mod tests {
     #[test]
     fn known_paths_keep_their_names_and_others_are_unknown() {
         let known = KnownMethods::new(method_paths(suite_proto::FILE_DESCRIPTOR_SET));
+        let names = |path: &str| {
+            let names = known.names(path);
+            (names.service.to_string(), names.method.to_string(), names.span_name.to_string())
+        };
         assert_eq!(
-            known.names("/suite.user.v1.UserService/GetUser"),
-            ("suite.user.v1.UserService", "GetUser")
+            names("/suite.user.v1.UserService/GetUser"),
+            (
+                "suite.user.v1.UserService".to_owned(),
+                "GetUser".to_owned(),
+                "suite.user.v1.UserService/GetUser".to_owned()
+            )
         );
-        assert_eq!(known.names("/suite.user.v1.UserService/MadeUp"), ("unknown", "unknown"));
-        assert_eq!(known.names("nonsense"), ("unknown", "unknown"));
+        let unknown = ("unknown".to_owned(), "unknown".to_owned(), "unknown/unknown".to_owned());
+        assert_eq!(names("/suite.user.v1.UserService/MadeUp"), unknown);
+        assert_eq!(names("nonsense"), unknown);
     }
 }

@@ -1,35 +1,47 @@
 //! Span export over OTLP/gRPC, kept away from request handling.
 //!
-//! Finished spans go into the SDK's batch processor: a bounded queue drained
-//! by its own thread. A full queue drops the span (never waits), so a collector
-//! that is down or slow costs requests nothing. The tonic channel the exporter
-//! sends on lives on a one-thread tokio runtime of its own ("otel-export"),
-//! so exports neither run on a service's runtime (the gateway's is a single
-//! thread) nor depend on it still running during shutdown.
+//! Finished spans are encoded into a bounded queue as they end ([`SpanQueue`]):
+//! direct spans by [`spans::DirectSpan`], `tracing` spans (through the
+//! tracing-opentelemetry bridge and the SDK) by [`QueueProcessor`]. One task
+//! drains it, a batch at a time, on a one-thread tokio runtime of its own
+//! ("otel-export"), so exports neither run on a service's runtime (the
+//! gateway's is a single thread) nor depend on it still running during
+//! shutdown. A full queue drops spans (never waits), so a collector that is
+//! down or slow costs requests nothing; a failed export is counted, not retried.
 //!
 //! An `https://` collector is reached over rustls (on ring), verified against
 //! the configured CA bundle or else the public web roots, presenting a client
 //! certificate when one is configured. The files were read and checked by
 //! [`TracingConfig::from_env`], so nothing here can fail on them.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::TelemetryError;
-use crate::accounting::{BoundedProcessor, CountingExporter, QueueDepth};
-use crate::otlp::OtlpExporter;
+use crate::otlp::{Envelope, FinishedSpan, OtlpExporter, encode_request};
+use crate::queue::SpanQueue;
 use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
+use crate::{RateLimitedLog, TelemetryError, accounting, spans};
+
+/// The instrumentation scope of every span the suite exports.
+const SCOPE: &str = "suite";
 
 #[derive(Debug)]
 pub(crate) struct TraceExport {
+    /// The SDK, for the spans of the `tracing` bridge only.
     provider: SdkTracerProvider,
-    shutdown_timeout: std::time::Duration,
-    stop_runtime: tokio::sync::oneshot::Sender<()>,
+    queue: Arc<SpanQueue>,
+    sampler: SamplerConfig,
+    shutdown_timeout: Duration,
+    /// Tells the export task to send what is queued by the given instant, and stop.
+    stop: tokio::sync::oneshot::Sender<Instant>,
+    stopped: std::sync::mpsc::Receiver<()>,
 }
 
 impl TraceExport {
@@ -40,42 +52,6 @@ impl TraceExport {
             .ok_or_else(|| TelemetryError::Export("no endpoint".to_owned()))?;
         let timeout = config.export_timeout;
         let tls = endpoint.starts_with("https://").then(|| client_tls(&config.collector_tls));
-        let (built_tx, built_rx) = std::sync::mpsc::channel();
-        let (stop_runtime, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("otel-export".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = built_tx.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let _ = built_tx.send(exporter(endpoint, tls, timeout));
-                    let _ = stopped.await;
-                });
-            })
-            .map_err(|error| TelemetryError::Export(error.to_string()))?;
-        let exporter = built_rx
-            .recv()
-            .map_err(|_| TelemetryError::Export("the export thread ended".to_owned()))?
-            .map_err(TelemetryError::Export)?;
-
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.max_queue_size)
-            .with_max_export_batch_size(config.max_export_batch_size)
-            .with_scheduled_delay(config.schedule_delay)
-            .build();
-        let queued = QueueDepth::default();
-        let processor = BoundedProcessor::new(
-            BatchSpanProcessor::builder(CountingExporter::new(exporter, queued.clone()))
-                .with_batch_config(batch)
-                .build(),
-            queued,
-            config.max_queue_size,
-        );
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attributes(
@@ -90,28 +66,151 @@ impl TraceExport {
                 KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             ])
             .build();
+        let envelope = Envelope::new(&resource, &InstrumentationScope::builder(SCOPE).build());
+        let queue = Arc::new(SpanQueue::new(config.max_queue_size, config.max_export_batch_size));
+        let schedule_delay = config.schedule_delay;
+
+        let (built_tx, built_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let (stopped_tx, stopped) = std::sync::mpsc::channel();
+        let drained = queue.clone();
+        std::thread::Builder::new()
+            .name("otel-export".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = built_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let exporter = match exporter(endpoint, tls, timeout) {
+                        Ok(exporter) => {
+                            let _ = built_tx.send(Ok(()));
+                            exporter
+                        }
+                        Err(error) => {
+                            let _ = built_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let export = BatchExport {
+                        queue: drained,
+                        exporter,
+                        envelope,
+                        failures: RateLimitedLog::new(Duration::from_secs(60)),
+                    };
+                    export.run(schedule_delay, stop_rx).await;
+                });
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|error| TelemetryError::Export(error.to_string()))?;
+        built_rx
+            .recv()
+            .map_err(|_| TelemetryError::Export("the export thread ended".to_owned()))?
+            .map_err(TelemetryError::Export)?;
+
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
+            .with_span_processor(QueueProcessor { queue: queue.clone() })
             .with_sampler(sampler(config.sampler))
             .with_resource(resource)
             .build();
         Ok(Self {
             provider,
+            queue,
+            sampler: config.sampler,
             shutdown_timeout: config.shutdown_timeout,
-            stop_runtime,
+            stop,
+            stopped,
         })
     }
 
+    /// The tracer of the `tracing` bridge.
     pub(crate) fn tracer(&self) -> SdkTracer {
-        self.provider.tracer("suite")
+        self.provider.tracer(SCOPE)
     }
 
-    /// Flushes what is queued within the shutdown timeout, then stops the export thread.
+    /// What direct spans are sampled by and queued in.
+    pub(crate) fn recorder(&self) -> spans::Recorder {
+        spans::Recorder::new(sampler(self.sampler), self.queue.clone())
+    }
+
+    /// Sends what is queued within the shutdown timeout, then stops the export thread.
     pub(crate) fn shutdown(self) {
-        if let Err(error) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
-            tracing::warn!(%error, "trace export did not finish within its shutdown timeout; remaining spans are lost");
+        let deadline = Instant::now() + self.shutdown_timeout;
+        // Its processor holds nothing back: bridge spans are queued as they end.
+        let _ = self.provider.shutdown();
+        if self.stop.send(deadline).is_ok() && self.stopped.recv_timeout(self.shutdown_timeout).is_err() {
+            tracing::warn!("trace export did not finish within its shutdown timeout; remaining spans are lost");
         }
-        let _ = self.stop_runtime.send(());
+    }
+}
+
+/// The task that drains the queue into the collector.
+struct BatchExport {
+    queue: Arc<SpanQueue>,
+    exporter: OtlpExporter,
+    envelope: Envelope,
+    failures: RateLimitedLog,
+}
+
+impl BatchExport {
+    /// Sends each batch as it fills, and whatever is queued every `schedule_delay`;
+    /// on `stop`, what is left, until the instant it names.
+    async fn run(&self, schedule_delay: Duration, mut stop: tokio::sync::oneshot::Receiver<Instant>) {
+        let deadline = loop {
+            tokio::select! {
+                biased;
+                deadline = &mut stop => break deadline.ok(),
+                () = self.queue.batch_filled() => self.send_queued(false).await,
+                () = tokio::time::sleep(schedule_delay) => self.send_queued(true).await,
+            }
+        };
+        self.queue.close();
+        if let Some(deadline) = deadline {
+            let _ = tokio::time::timeout_at(deadline.into(), self.send_queued(true)).await;
+        }
+    }
+
+    /// Full batches; with `partial`, the one being filled too.
+    async fn send_queued(&self, partial: bool) {
+        while let Some(batch) = self.queue.take(partial) {
+            let request = encode_request(&self.envelope, &batch.spans);
+            drop(batch.spans);
+            let result = self.exporter.send(request).await;
+            accounting::export_finished(batch.count, result.is_ok());
+            if let Err(error) = result
+                && let Some(suppressed) = self.failures.should_log()
+            {
+                tracing::warn!(%error, spans = batch.count, failures_not_logged = suppressed, "trace export failed; its spans are lost");
+            }
+        }
+    }
+}
+
+/// Queues the SDK's spans (the `tracing` bridge's) as they end, beside the direct ones.
+#[derive(Debug)]
+struct QueueProcessor {
+    queue: Arc<SpanQueue>,
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        // The SDK ends spans it records without sampling too; only sampled ones are exported.
+        if span.span_context.is_sampled() {
+            self.queue.push(&FinishedSpan::from(&span));
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
     }
 }
 
@@ -120,7 +219,7 @@ impl TraceExport {
 /// tonic's request timeout only starts once a connection is ready, so the TCP
 /// connect (an address that drops SYNs) and the TLS handshake (a collector that
 /// accepts and never answers) get their own bounds; without them one stuck
-/// export would hold the batch processor, and every batch after it, for good.
+/// export would hold the export task, and every batch after it, for good.
 fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -> Result<OtlpExporter, String> {
     let mut channel = Endpoint::from_shared(endpoint)
         .map_err(|error| error.to_string())?

@@ -5,15 +5,17 @@
 //! binaries can be mixed in one stream, and, inside a traced request, the
 //! `trace_id` and `span_id` of the span it was written in.
 //!
-//! Traces: `tracing` spans become OpenTelemetry spans exported over OTLP/gRPC
-//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TracingConfig`]); without it no
-//! exporter exists and no span is built for export.
+//! Traces: the RPC and cache spans every call makes ([`spans::DirectSpan`]) and
+//! the `tracing` spans that declare an `otel.kind` (database spans) are exported
+//! over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TracingConfig`]);
+//! without it no exporter exists and no span is built for export.
 
 mod accounting;
 pub mod context;
 mod export;
 mod otlp;
 pub mod propagation;
+mod queue;
 pub mod spans;
 mod tracing_config;
 
@@ -88,9 +90,12 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
             .with_location(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
                 if metadata.is_span() {
-                    // A request's log span only carries fields for log lines; its OpenTelemetry
-                    // span is a direct one (`spans`), which this layer must not shadow.
-                    *metadata.level() <= tracing::Level::INFO && metadata.name() != REQUEST_LOG_SPAN
+                    // Only spans that say which kind of OpenTelemetry span they are (database
+                    // spans declare `otel.kind = "client"`). The others carry fields for log
+                    // lines: a request's log span and the handlers' `#[instrument]` spans, whose
+                    // call the direct server span (`spans`) already covers. Converting a handler
+                    // span cost as much as all of a call's direct spans together.
+                    *metadata.level() <= tracing::Level::INFO && metadata.fields().field("otel.kind").is_some()
                 } else {
                     *metadata.level() <= tracing::Level::WARN
                 }
@@ -115,7 +120,7 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
     let installed = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok();
     if installed {
         if let Some(export) = &exporter {
-            spans::install(export.tracer());
+            spans::install(export.recorder());
             TRACING_ENABLED.store(true, Ordering::Relaxed);
         }
         tracing::debug!(tracing = exporter.is_some(), "telemetry initialised");

@@ -1,54 +1,44 @@
-//! The OTLP/gRPC span exporter: finished spans are written straight into the
-//! protobuf bytes of an `ExportTraceServiceRequest` and sent as they are.
+//! OTLP/gRPC span export: finished spans are written straight into the
+//! protobuf bytes of `opentelemetry.proto.trace.v1.Span` messages as they end
+//! ([`encode_span`]), queued as bytes, and wrapped into an
+//! `ExportTraceServiceRequest` per batch ([`encode_request`]) that goes out as it is.
 //!
 //! opentelemetry-otlp's exporter first copies every span into the generated
 //! protobuf structs (an allocation per attribute key, value and id), then has
 //! prost measure and write them; measured in the gateway benchmark, that was
-//! most of the CPU the export threads took. Here each batch is one buffer, the
-//! resource is encoded once, and the request goes out on the same lazy tonic
-//! channel as before.
+//! most of the CPU the export threads took. Here a span is written once, the
+//! resource and scope once per process, and the request goes out on a lazy
+//! tonic channel.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf as _, BufMut as _, Bytes};
-use opentelemetry::trace::{SpanContext, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, Value};
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanData;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Sends batches of spans to a collector's TraceService.
-#[derive(Debug)]
+/// Sends encoded requests to a collector's TraceService.
+#[derive(Debug, Clone)]
 pub(crate) struct OtlpExporter {
     client: tonic::client::Grpc<Channel>,
-    /// The `Resource` message, encoded once.
-    resource: Vec<u8>,
-    resource_schema_url: String,
 }
 
 impl OtlpExporter {
     pub(crate) fn new(channel: Channel) -> Self {
         Self {
             client: tonic::client::Grpc::new(channel),
-            resource: Vec::new(),
-            resource_schema_url: String::new(),
         }
     }
-}
 
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let request = encode_request(&self.resource, &self.resource_schema_url, &batch);
-        drop(batch);
+    /// Sends one `ExportTraceServiceRequest` written by [`encode_request`].
+    pub(crate) async fn send(&self, request: Vec<u8>) -> Result<(), String> {
         let mut client = self.client.clone();
-        client
-            .ready()
-            .await
-            .map_err(|error| OTelSdkError::InternalFailure(format!("collector unreachable: {error}")))?;
+        client.ready().await.map_err(|error| format!("collector unreachable: {error}"))?;
         client
             .unary(
                 tonic::Request::new(Bytes::from(request)),
@@ -57,71 +47,127 @@ impl SpanExporter for OtlpExporter {
             )
             .await
             .map(drop)
-            .map_err(|status| OTelSdkError::InternalFailure(format!("export refused: {status}")))
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        let mut encoded = Vec::new();
-        for (key, value) in resource.iter() {
-            nested(&mut encoded, 1, |buf| key_value(buf, key.as_str(), value));
-        }
-        self.resource = encoded;
-        self.resource_schema_url = resource.schema_url().unwrap_or_default().to_owned();
+            .map_err(|status| format!("export refused: {status}"))
     }
 }
 
-/// `ExportTraceServiceRequest` with one `ResourceSpans`, a `ScopeSpans` per instrumentation scope.
-pub(crate) fn encode_request(resource: &[u8], resource_schema_url: &str, spans: &[SpanData]) -> Vec<u8> {
-    let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in spans {
-        match scopes.iter_mut().find(|(scope, _)| **scope == span.instrumentation_scope) {
-            Some((_, members)) => members.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
+/// The parts of every request that never change in a process: the `Resource`
+/// and `InstrumentationScope` messages (and their schema URLs), encoded once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Envelope {
+    resource: Vec<u8>,
+    resource_schema_url: String,
+    scope: Vec<u8>,
+    scope_schema_url: String,
+}
+
+impl Envelope {
+    pub(crate) fn new(resource: &Resource, scope: &InstrumentationScope) -> Self {
+        let mut encoded_resource = Vec::new();
+        for (key, value) in resource.iter() {
+            nested(&mut encoded_resource, 1, |buf| key_value(buf, key.as_str(), value));
         }
-    }
-    let mut request = Vec::with_capacity(spans.len() * 256 + resource.len() + 64);
-    nested(&mut request, 1, |resource_spans| {
-        nested(resource_spans, 1, |buf| buf.extend_from_slice(resource));
-        for (scope, members) in &scopes {
-            nested(resource_spans, 2, |scope_spans| {
-                nested(scope_spans, 1, |buf| instrumentation_scope(buf, scope));
-                for span in members {
-                    nested(scope_spans, 2, |buf| span_message(buf, span));
-                }
-                string(scope_spans, 3, scope.schema_url().unwrap_or_default());
+        let mut encoded_scope = Vec::new();
+        string(&mut encoded_scope, 1, scope.name());
+        string(&mut encoded_scope, 2, scope.version().unwrap_or_default());
+        for attribute in scope.attributes() {
+            nested(&mut encoded_scope, 3, |buf| {
+                key_value(buf, attribute.key.as_str(), &attribute.value)
             });
         }
-        string(resource_spans, 3, resource_schema_url);
-    });
+        Self {
+            resource: encoded_resource,
+            resource_schema_url: resource.schema_url().unwrap_or_default().to_owned(),
+            scope: encoded_scope,
+            scope_schema_url: scope.schema_url().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+/// `ExportTraceServiceRequest` with one `ResourceSpans` holding one
+/// `ScopeSpans`, around `spans`: `Span` messages each written by [`encode_span`].
+/// Every length is known up front, so the spans are copied once.
+pub(crate) fn encode_request(envelope: &Envelope, spans: &[u8]) -> Vec<u8> {
+    let scope_spans_len = field_len(1, envelope.scope.len()) + spans.len() + string_len(3, &envelope.scope_schema_url);
+    let resource_spans_len =
+        field_len(1, envelope.resource.len()) + field_len(2, scope_spans_len) + string_len(3, &envelope.resource_schema_url);
+    let mut request = Vec::with_capacity(field_len(1, resource_spans_len));
+    length_prefix(&mut request, 1, resource_spans_len);
+    bytes(&mut request, 1, &envelope.resource);
+    length_prefix(&mut request, 2, scope_spans_len);
+    bytes(&mut request, 1, &envelope.scope);
+    request.extend_from_slice(spans);
+    string(&mut request, 3, &envelope.scope_schema_url);
+    string(&mut request, 3, &envelope.resource_schema_url);
     request
 }
 
-fn instrumentation_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
-    string(buf, 1, scope.name());
-    string(buf, 2, scope.version().unwrap_or_default());
-    for attribute in scope.attributes() {
-        nested(buf, 3, |buf| key_value(buf, attribute.key.as_str(), &attribute.value));
+/// One finished span, whoever recorded it: the fields of an OTLP `Span`.
+#[derive(Debug)]
+pub(crate) struct FinishedSpan<'a> {
+    pub(crate) context: &'a SpanContext,
+    pub(crate) parent_span_id: SpanId,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) name: &'a str,
+    pub(crate) kind: &'a SpanKind,
+    pub(crate) start_time: SystemTime,
+    pub(crate) end_time: SystemTime,
+    pub(crate) attributes: &'a [KeyValue],
+    pub(crate) dropped_attributes_count: u32,
+    pub(crate) events: &'a [Event],
+    pub(crate) dropped_events_count: u32,
+    pub(crate) links: &'a [Link],
+    pub(crate) dropped_links_count: u32,
+    pub(crate) status: &'a Status,
+}
+
+impl<'a> From<&'a SpanData> for FinishedSpan<'a> {
+    fn from(span: &'a SpanData) -> Self {
+        Self {
+            context: &span.span_context,
+            parent_span_id: span.parent_span_id,
+            parent_is_remote: span.parent_span_is_remote,
+            name: &span.name,
+            kind: &span.span_kind,
+            start_time: span.start_time,
+            end_time: span.end_time,
+            attributes: &span.attributes,
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: &span.events.events,
+            dropped_events_count: span.events.dropped_count,
+            links: &span.links.links,
+            dropped_links_count: span.links.dropped_count,
+            status: &span.status,
+        }
     }
 }
 
+/// Appends `span` as a `ScopeSpans.spans` entry (field 2, tag and length included).
+pub(crate) fn encode_span(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
+    nested(buf, 2, |buf| span_message(buf, span));
+}
+
 /// `opentelemetry.proto.trace.v1.Span`.
-fn span_message(buf: &mut Vec<u8>, span: &SpanData) {
-    let context = &span.span_context;
+fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
+    let context = span.context;
     bytes(buf, 1, &context.trace_id().to_bytes());
     bytes(buf, 2, &context.span_id().to_bytes());
-    string(buf, 3, &context.trace_state().header());
-    if span.parent_span_id != opentelemetry::SpanId::INVALID {
+    let trace_state = context.trace_state();
+    if *trace_state != opentelemetry::trace::TraceState::NONE {
+        string(buf, 3, &trace_state.header());
+    }
+    if span.parent_span_id != SpanId::INVALID {
         bytes(buf, 4, &span.parent_span_id.to_bytes());
     }
-    string(buf, 5, &span.name);
-    uint(buf, 6, span_kind(&span.span_kind));
+    string(buf, 5, span.name);
+    uint(buf, 6, span_kind(span.kind));
     fixed64(buf, 7, unix_nanos(span.start_time));
     fixed64(buf, 8, unix_nanos(span.end_time));
-    for attribute in &span.attributes {
+    for attribute in span.attributes {
         nested(buf, 9, |buf| key_value(buf, attribute.key.as_str(), &attribute.value));
     }
     uint(buf, 10, u64::from(span.dropped_attributes_count));
-    for event in span.events.iter() {
+    for event in span.events {
         nested(buf, 11, |buf| {
             fixed64(buf, 1, unix_nanos(event.timestamp));
             string(buf, 2, &event.name);
@@ -131,8 +177,8 @@ fn span_message(buf: &mut Vec<u8>, span: &SpanData) {
             uint(buf, 4, u64::from(event.dropped_attributes_count));
         });
     }
-    uint(buf, 12, u64::from(span.events.dropped_count));
-    for link in span.links.iter() {
+    uint(buf, 12, u64::from(span.dropped_events_count));
+    for link in span.links {
         nested(buf, 13, |buf| {
             bytes(buf, 1, &link.span_context.trace_id().to_bytes());
             bytes(buf, 2, &link.span_context.span_id().to_bytes());
@@ -144,8 +190,8 @@ fn span_message(buf: &mut Vec<u8>, span: &SpanData) {
             fixed32(buf, 6, span_flags(&link.span_context, link.span_context.is_remote()));
         });
     }
-    uint(buf, 14, u64::from(span.links.dropped_count));
-    nested(buf, 15, |buf| match &span.status {
+    uint(buf, 14, u64::from(span.dropped_links_count));
+    nested(buf, 15, |buf| match span.status {
         Status::Unset => {}
         Status::Ok => uint(buf, 3, 1),
         Status::Error { description } => {
@@ -153,7 +199,7 @@ fn span_message(buf: &mut Vec<u8>, span: &SpanData) {
             uint(buf, 3, 2);
         }
     });
-    fixed32(buf, 16, span_flags(context, span.parent_span_is_remote));
+    fixed32(buf, 16, span_flags(context, span.parent_is_remote));
 }
 
 /// The W3C trace flags, and whether the parent (or linked) context is remote, as OTLP's `SpanFlags`.
@@ -237,16 +283,42 @@ fn varint(buf: &mut Vec<u8>, mut value: u64) {
     buf.push(value as u8);
 }
 
-/// A length-delimited field whose content `encode` writes in place; the
-/// length is inserted in front of it afterwards (shifting a few bytes is
-/// cheaper than measuring every nested message first).
+/// A length-delimited field whose content `encode` writes in place. One
+/// byte is kept for the length, which covers content under 128 bytes (most
+/// attributes and spans); a longer content is moved up by the extra bytes.
 fn nested(buf: &mut Vec<u8>, field: u32, encode: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LENGTH_DELIMITED);
-    let start = buf.len();
+    let length_at = buf.len();
+    buf.push(0);
     encode(buf);
-    let mut length = Vec::with_capacity(5);
-    varint(&mut length, (buf.len() - start) as u64);
-    buf.splice(start..start, length);
+    let length = buf.len() - length_at - 1;
+    if length < 0x80 {
+        buf[length_at] = length as u8;
+        return;
+    }
+    let mut prefix = Vec::with_capacity(10);
+    varint(&mut prefix, length as u64);
+    buf.splice(length_at..=length_at, prefix);
+}
+
+/// Tag and length of a length-delimited field whose content follows.
+fn length_prefix(buf: &mut Vec<u8>, field: u32, length: usize) {
+    tag(buf, field, LENGTH_DELIMITED);
+    varint(buf, length as u64);
+}
+
+/// Bytes a length-delimited field of `length` content bytes takes, tag included.
+fn field_len(field: u32, length: usize) -> usize {
+    varint_len(u64::from(field) << 3) + varint_len(length as u64) + length
+}
+
+/// What [`string`] writes for `text`.
+fn string_len(field: u32, text: &str) -> usize {
+    if text.is_empty() { 0 } else { field_len(field, text.len()) }
+}
+
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Proto3 leaves empty strings and zero numbers out.
@@ -394,28 +466,30 @@ mod tests {
     /// What this module writes decodes to what opentelemetry-proto's own conversion builds.
     #[test]
     fn encodes_what_the_reference_conversion_builds() {
-        let suite = InstrumentationScope::builder("suite").with_version("1.2").build();
-        let other = InstrumentationScope::builder("other")
+        let scope = InstrumentationScope::builder("suite")
+            .with_version("1.2")
             .with_schema_url("https://opentelemetry.io/schemas/1.30.0")
             .with_attributes([KeyValue::new("scope.attr", 7)])
             .build();
+        let long_name: &'static str =
+            "a span name well over one hundred and twenty-seven bytes long, so that its length needs two bytes of varint in front of it";
         let batch = vec![
-            span("GetUser", &suite, Status::Unset, None),
-            span("cache GET", &other, Status::Ok, Some(0x1234)),
-            span("SELECT users", &suite, Status::error("database unavailable"), Some(0x5678)),
+            span("GetUser", &scope, Status::Unset, None),
+            span("cache GET", &scope, Status::Ok, Some(0x1234)),
+            span("SELECT users", &scope, Status::error("database unavailable"), Some(0x5678)),
+            span(long_name, &scope, Status::Unset, None),
         ];
         let resource = Resource::builder_empty()
             .with_service_name("user-service")
             .with_attributes([KeyValue::new("deployment.environment", "test")])
             .with_schema_url([], "https://opentelemetry.io/schemas/1.30.0")
             .build();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let _entered = runtime.enter();
-        let mut exporter = OtlpExporter::new(tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
-        exporter.set_resource(&resource);
+        let mut spans = Vec::new();
+        for span in &batch {
+            encode_span(&mut spans, &FinishedSpan::from(span));
+        }
 
-        let ours = ExportTraceServiceRequest::decode(encode_request(&exporter.resource, &exporter.resource_schema_url, &batch).as_slice())
-            .unwrap();
+        let ours = ExportTraceServiceRequest::decode(encode_request(&Envelope::new(&resource, &scope), &spans).as_slice()).unwrap();
         let reference = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(batch, &ResourceAttributesWithSchema::from(&resource)),
         };

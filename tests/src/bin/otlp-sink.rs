@@ -19,6 +19,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -135,6 +137,11 @@ async fn main() -> std::io::Result<()> {
     let counts = sink.counts.clone();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tonic::transport::Server::builder()
+        // Receive windows a collector's gRPC server grows to on a busy connection (Go's
+        // grows with the measured bandwidth-delay product), so a 100+ KiB batch is not
+        // sent in 64 KiB steps each waiting for a window update.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .add_service(sink)
         .serve_with_incoming_shutdown(incoming, async {
             tokio::select! {

@@ -20,6 +20,7 @@ use tower::Service;
 use super::dependency::{ClientCallLabels, ClientMetrics};
 use crate::layers::body::{GuardedBody, ResponseGuard};
 use crate::layers::trace::{REQUEST_ID_HEADER, current_request_id};
+use crate::methods::MethodNames;
 
 /// A tonic [`Channel`] whose calls carry trace context; use it where a
 /// generated client takes a channel.
@@ -56,7 +57,7 @@ impl Service<http::Request<Body>> for TracedChannel {
         }
         // Generated clients call only the methods of their own service: the path is a known one.
         let (service, method) = split_path(request.uri().path());
-        let mut record = ClientCall::start(self.peer, service, method, &self.metrics);
+        let mut record = ClientCall::start(self.peer, MethodNames::new(service, method), &self.metrics);
         record.inject(request.headers_mut());
         let call = self.inner.call(request);
         async move {
@@ -92,8 +93,7 @@ pub struct ClientCall {
     started: Instant,
     metrics: ClientMetrics,
     dependency: &'static str,
-    service: String,
-    method: String,
+    names: MethodNames,
     span: Option<DirectSpan>,
     finished: bool,
 }
@@ -102,24 +102,23 @@ impl ClientCall {
     /// A call of `service`/`method` to `dependency`. The names label a metric
     /// and name a span: pass names from the descriptors (or `unknown`), never
     /// unchecked input, or made-up methods would add series without bound.
-    pub fn start(dependency: &'static str, service: &str, method: &str, metrics: &ClientMetrics) -> Self {
+    pub fn start(dependency: &'static str, names: MethodNames, metrics: &ClientMetrics) -> Self {
         Self {
             started: Instant::now(),
             metrics: metrics.clone(),
             dependency,
-            service: service.to_owned(),
-            method: method.to_owned(),
             span: DirectSpan::start_in_current(SpanKind::Client, || {
                 (
-                    format!("{service}/{method}"),
+                    names.span_name.clone(),
                     vec![
                         KeyValue::new("rpc.system", "grpc"),
-                        KeyValue::new("rpc.service", service.to_owned()),
-                        KeyValue::new("rpc.method", method.to_owned()),
+                        KeyValue::new("rpc.service", names.service.clone()),
+                        KeyValue::new("rpc.method", names.method.clone()),
                         KeyValue::new("server.address", dependency),
                     ],
                 )
             }),
+            names,
             finished: false,
         }
     }
@@ -139,8 +138,8 @@ impl ClientCall {
         }
         let labels = ClientCallLabels {
             dependency: self.dependency,
-            rpc_service: std::mem::take(&mut self.service),
-            rpc_method: std::mem::take(&mut self.method),
+            rpc_service: self.names.service.to_string(),
+            rpc_method: self.names.method.to_string(),
             rpc_grpc_status_code: code as i32,
         };
         self.metrics
@@ -148,7 +147,7 @@ impl ClientCall {
             .get_or_create(&labels)
             .observe(self.started.elapsed().as_secs_f64());
         // Any code but OK marks a client span failed; it ends here, when the status is known.
-        if let Some(span) = self.span.take() {
+        if let Some(mut span) = self.span.take() {
             span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
             if code != Code::Ok {
                 span.fail();

@@ -115,7 +115,8 @@ where
             }
         };
         let path = request.uri().path();
-        let (service, method) = self.layer.known_methods.names(path);
+        let names = self.layer.known_methods.names(path).clone();
+        let (service, method) = (&*names.service, &*names.method);
         // Fields for the call's log lines only; its OpenTelemetry span is made directly below.
         let log_span = tracing::info_span!(
             suite_telemetry::REQUEST_LOG_SPAN,
@@ -127,15 +128,15 @@ where
             let span = DirectSpan::start(SpanKind::Server, &caller_context.unwrap_or_default(), || {
                 let mut attributes = vec![
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", service.to_owned()),
-                    KeyValue::new("rpc.method", method.to_owned()),
+                    KeyValue::new("rpc.service", names.service.clone()),
+                    KeyValue::new("rpc.method", names.method.clone()),
                     KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
                 ];
                 if let Some((remote_addr, _)) = peer {
                     attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
                     attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
                 }
-                (format!("{service}/{method}"), attributes)
+                (names.span_name.clone(), attributes)
             });
             (span.as_ref().map(|span| span.context().clone()), span)
         } else {
@@ -217,7 +218,7 @@ impl SpanGuard {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        if let Some(span) = &self.server_span {
+        if let Some(span) = &mut self.server_span {
             span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
             if is_server_error(code) {
                 span.fail();

@@ -1,0 +1,178 @@
+//! Finished spans waiting for export, already encoded.
+//!
+//! A span is written into the batch being filled the moment it ends, on the
+//! thread that ended it, under a short lock: no span record is built, moved
+//! through a channel or freed on another thread (the SDK's batch processor did
+//! all three, which cost more than the export itself). A batch that reaches
+//! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans is set aside for the export task and
+//! wakes it; past `OTEL_BSP_MAX_QUEUE_SIZE` spans waiting, new ones are dropped
+//! and counted, so a collector that is down or slow never makes a request wait.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::accounting;
+use crate::otlp::{self, FinishedSpan};
+
+/// Encoded `Span` messages, ready to be wrapped into one export request.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) spans: Vec<u8>,
+    pub(crate) count: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct SpanQueue {
+    state: Mutex<State>,
+    /// Signalled when a batch fills up (and at shutdown).
+    batch_full: Notify,
+    max_queued: usize,
+    batch_size: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    filling: Batch,
+    full: VecDeque<Batch>,
+    /// Spans in `filling` and `full` together.
+    queued: usize,
+    closed: bool,
+}
+
+impl SpanQueue {
+    pub(crate) fn new(max_queued: usize, batch_size: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            batch_full: Notify::new(),
+            max_queued: max_queued.max(1),
+            batch_size: batch_size.clamp(1, max_queued.max(1)),
+        }
+    }
+
+    /// Queues `span`, or drops and counts it when the queue is full or closed.
+    pub(crate) fn push(&self, span: &FinishedSpan<'_>) {
+        let mut state = self.lock();
+        if state.queued >= self.max_queued || state.closed {
+            drop(state);
+            accounting::dropped(1);
+            return;
+        }
+        if state.filling.spans.capacity() == 0 {
+            // Room for a typical batch up front: growing it span by span would copy it many times.
+            state.filling.spans.reserve(self.batch_size * 256);
+        }
+        otlp::encode_span(&mut state.filling.spans, span);
+        state.filling.count += 1;
+        state.queued += 1;
+        if state.filling.count >= self.batch_size {
+            let full = std::mem::take(&mut state.filling);
+            state.full.push_back(full);
+            drop(state);
+            self.batch_full.notify_one();
+        }
+    }
+
+    /// Waits until a batch fills up or the queue is closed.
+    pub(crate) async fn batch_filled(&self) {
+        self.batch_full.notified().await;
+    }
+
+    /// The oldest full batch; with `partial`, else the one being filled if it holds any span.
+    pub(crate) fn take(&self, partial: bool) -> Option<Batch> {
+        let mut state = self.lock();
+        let batch = match state.full.pop_front() {
+            Some(batch) => batch,
+            None if partial && state.filling.count > 0 => std::mem::take(&mut state.filling),
+            None => return None,
+        };
+        state.queued -= batch.count;
+        Some(batch)
+    }
+
+    /// Stops accepting spans; those queued can still be taken.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.batch_full.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::SystemTime;
+
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+
+    use super::*;
+
+    fn push_one(queue: &SpanQueue) {
+        queue.push(&FinishedSpan {
+            context: &SpanContext::empty_context(),
+            parent_span_id: SpanId::INVALID,
+            parent_is_remote: false,
+            name: "span",
+            kind: &SpanKind::Internal,
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes: &[],
+            dropped_attributes_count: 0,
+            events: &[],
+            dropped_events_count: 0,
+            links: &[],
+            dropped_links_count: 0,
+            status: &Status::Unset,
+        });
+    }
+
+    #[test]
+    fn full_batches_come_first_and_a_partial_one_only_when_asked() {
+        let queue = SpanQueue::new(10, 3);
+        for _ in 0..4 {
+            push_one(&queue);
+        }
+        assert_eq!(queue.take(false).map(|batch| batch.count), Some(3));
+        assert!(queue.take(false).is_none());
+        assert_eq!(queue.take(true).map(|batch| batch.count), Some(1));
+        assert!(queue.take(true).is_none());
+    }
+
+    #[test]
+    fn past_the_bound_spans_are_dropped_and_counted_until_batches_are_taken() {
+        let queue = SpanQueue::new(4, 2);
+        let dropped_before = accounting::span_export_stats().dropped;
+        for _ in 0..6 {
+            push_one(&queue);
+        }
+        assert!(accounting::span_export_stats().dropped >= dropped_before + 2);
+        assert_eq!(queue.take(false).map(|batch| batch.count), Some(2));
+        push_one(&queue);
+        assert_eq!(queue.take(false).map(|batch| batch.count), Some(2));
+        assert_eq!(queue.take(true).map(|batch| batch.count), Some(1));
+
+        queue.close();
+        push_one(&queue);
+        assert!(queue.take(true).is_none(), "a closed queue takes no more spans");
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_wakes_the_exporter() {
+        let queue = std::sync::Arc::new(SpanQueue::new(8, 2));
+        let waiter = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                queue.batch_filled().await;
+                queue.take(false).map(|batch| batch.count)
+            }
+        });
+        push_one(&queue);
+        push_one(&queue);
+        assert_eq!(waiter.await.unwrap(), Some(2));
+    }
+}
