@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
 /// The headers that carry trace context; the gateway removes them from calls
@@ -24,11 +25,50 @@ pub fn extract(headers: &HeaderMap) -> Context {
 }
 
 /// Writes `context` into `headers`, replacing whatever trace context they held.
+///
+/// `traceparent` is written here rather than by the SDK's propagator, which
+/// formats a `String`, parses the header name and copies both again: this runs
+/// for every call a traced process makes. `tracestate` and `baggage` are rare
+/// and left to the propagators.
 pub fn inject(context: &Context, headers: &mut HeaderMap) {
-    for name in CONTEXT_HEADERS {
-        headers.remove(name);
+    strip(headers);
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        if let Ok(mut value) = HeaderValue::from_bytes(&traceparent(span_context)) {
+            // New on every call: HPACK should send it as a literal, not add it to the
+            // connection's header table, where it would only push out headers that repeat.
+            value.set_sensitive(true);
+            headers.insert(TRACEPARENT, value);
+        }
+        let state = span_context.trace_state();
+        if *state != TraceState::NONE {
+            let header = state.header();
+            if !header.is_empty() {
+                HeaderWriter(headers).set("tracestate", header);
+            }
+        }
     }
-    PROPAGATOR.inject_context(context, &mut HeaderWriter(headers));
+    BaggagePropagator::new().inject_context(context, &mut HeaderWriter(headers));
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `00-<trace id>-<span id>-<flags>`, in lowercase hex.
+fn traceparent(span_context: &SpanContext) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(out: &mut [u8], bytes: &[u8]) {
+        for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex(&mut text[3..35], &span_context.trace_id().to_bytes());
+    hex(&mut text[36..52], &span_context.span_id().to_bytes());
+    // Version 00 defines the sampled flag only; others are not passed on (as the SDK does).
+    hex(&mut text[53..55], &[(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()]);
+    text
 }
 
 /// Removes any trace context from `headers`.
@@ -67,8 +107,9 @@ impl Injector for HeaderWriter<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::collections::HashMap;
+
     use opentelemetry::baggage::BaggageExt as _;
-    use opentelemetry::trace::TraceContextExt as _;
 
     use super::*;
 
@@ -94,6 +135,30 @@ mod tests {
         assert_eq!(outgoing.get("traceparent"), incoming.get("traceparent"));
         assert_eq!(outgoing.get("tracestate"), incoming.get("tracestate"));
         assert_eq!(outgoing.get("baggage").unwrap(), "tenant=acme");
+    }
+
+    /// The hand-written `traceparent` is the one the SDK's propagator writes.
+    #[test]
+    fn traceparent_is_written_as_the_sdk_writes_it() {
+        use opentelemetry::trace::{SpanId, TraceId};
+        for (trace_id, span_id, flags) in [
+            (
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128,
+                0x00f0_67aa_0ba9_02b7_u64,
+                TraceFlags::SAMPLED,
+            ),
+            (1, u64::MAX, TraceFlags::NOT_SAMPLED),
+            (u128::MAX, 1, TraceFlags::new(0xff)),
+        ] {
+            let span_context = SpanContext::new(TraceId::from(trace_id), SpanId::from(span_id), flags, false, TraceState::NONE);
+            let context = Context::new().with_remote_span_context(span_context);
+            let mut ours = HeaderMap::new();
+            inject(&context, &mut ours);
+            let mut sdk = HashMap::new();
+            TraceContextPropagator::new().inject_context(&context, &mut sdk);
+            assert_eq!(ours.get("traceparent").unwrap().to_str().unwrap(), sdk["traceparent"]);
+            assert!(ours.get("tracestate").is_none(), "no empty tracestate on the wire: {ours:?}");
+        }
     }
 
     #[test]
