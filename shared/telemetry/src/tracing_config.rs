@@ -19,7 +19,7 @@ pub enum SamplerConfig {
     ParentBasedTraceIdRatio(f64),
 }
 
-/// Everything the exporter and batch processor need. `endpoint: None` means no
+/// Everything span export needs. `endpoint: None` means no
 /// exporter at all: no spans are built, nothing is sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracingConfig {
