@@ -475,14 +475,14 @@ impl<V: Cacheable> Cache<V> {
     fn span(&self, operation: Operation) -> Option<DirectSpan> {
         DirectSpan::start_in_current(SpanKind::Client, || {
             let (name, operation) = operation.span_names();
-            (
-                name,
-                vec![
-                    KeyValue::new("db.system", self.backend.name()),
-                    KeyValue::new("db.operation.name", operation),
-                    KeyValue::new("cache.name", self.namespace.clone()),
-                ],
-            )
+            // Room for `cache.outcome` when the operation ends.
+            let mut attributes = Vec::with_capacity(4);
+            attributes.extend([
+                KeyValue::new("db.system", self.backend.name()),
+                KeyValue::new("db.operation.name", operation),
+                KeyValue::new("cache.name", self.namespace.clone()),
+            ]);
+            (name, attributes)
         })
     }
 

@@ -88,18 +88,24 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-                if metadata.is_span() {
-                    // Only spans that say which kind of OpenTelemetry span they are (database
-                    // spans declare `otel.kind = "client"`). The others carry fields for log
-                    // lines: a request's log span and the handlers' `#[instrument]` spans, whose
-                    // call the direct server span (`spans`) already covers. Converting a handler
-                    // span cost as much as all of a call's direct spans together.
-                    *metadata.level() <= tracing::Level::INFO && metadata.fields().field("otel.kind").is_some()
-                } else {
-                    *metadata.level() <= tracing::Level::WARN
-                }
-            }))
+            .with_filter(
+                tracing_subscriber::filter::filter_fn(|metadata| {
+                    if metadata.is_span() {
+                        // Only spans that say which kind of OpenTelemetry span they are (database
+                        // spans declare `otel.kind = "client"`). The others carry fields for log
+                        // lines: a request's log span and the handlers' `#[instrument]` spans, whose
+                        // call the direct server span (`spans`) already covers. Converting a handler
+                        // span cost as much as all of a call's direct spans together.
+                        *metadata.level() <= tracing::Level::INFO && metadata.fields().field("otel.kind").is_some()
+                    } else {
+                        *metadata.level() <= tracing::Level::WARN
+                    }
+                })
+                // Nothing below INFO ever passes: saying so keeps the process's maximum level at the
+                // log filter's, so `debug!` and `trace!` call sites (h2's, hyper's) stop at the macro's
+                // level check instead of reading their call site's cached interest.
+                .with_max_level_hint(tracing_subscriber::filter::LevelFilter::INFO),
+            )
     });
     let filter = EnvFilter::try_new(&logging.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = match logging.log_format {

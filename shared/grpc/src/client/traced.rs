@@ -108,15 +108,15 @@ impl ClientCall {
             metrics: metrics.clone(),
             dependency,
             span: DirectSpan::start_in_current(SpanKind::Client, || {
-                (
-                    names.span_name.clone(),
-                    vec![
-                        KeyValue::new("rpc.system", "grpc"),
-                        KeyValue::new("rpc.service", names.service.clone()),
-                        KeyValue::new("rpc.method", names.method.clone()),
-                        KeyValue::new("server.address", dependency),
-                    ],
-                )
+                // Room for the status code when the call ends.
+                let mut attributes = Vec::with_capacity(5);
+                attributes.extend([
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", names.service.clone()),
+                    KeyValue::new("rpc.method", names.method.clone()),
+                    KeyValue::new("server.address", dependency),
+                ]);
+                (names.span_name.clone(), attributes)
             }),
             names,
             finished: false,

@@ -126,12 +126,14 @@ where
         );
         let (context, server_span) = if suite_telemetry::tracing_enabled() {
             let span = DirectSpan::start(SpanKind::Server, &caller_context.unwrap_or_default(), || {
-                let mut attributes = vec![
+                // Room for the peer's address and port, and for the status code when the call ends.
+                let mut attributes = Vec::with_capacity(7);
+                attributes.extend([
                     KeyValue::new("rpc.system", "grpc"),
                     KeyValue::new("rpc.service", names.service.clone()),
                     KeyValue::new("rpc.method", names.method.clone()),
                     KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
-                ];
+                ]);
                 if let Some((remote_addr, _)) = peer {
                     attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
                     attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
