@@ -144,7 +144,7 @@ impl<'a> From<&'a SpanData> for FinishedSpan<'a> {
 
 /// Appends `span` as a `ScopeSpans.spans` entry (field 2, tag and length included).
 pub(crate) fn encode_span(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
-    nested(buf, 2, |buf| span_message(buf, span));
+    nested_with_room(buf, 2, 2, |buf| span_message(buf, span));
 }
 
 /// `opentelemetry.proto.trace.v1.Span`.
@@ -275,30 +275,52 @@ fn tag(buf: &mut Vec<u8>, field: u32, wire_type: u8) {
     varint(buf, u64::from(field) << 3 | u64::from(wire_type));
 }
 
-fn varint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buf.push(value as u8);
+fn varint(buf: &mut Vec<u8>, value: u64) {
+    let (bytes, len) = varint_bytes(value);
+    buf.extend_from_slice(&bytes[..len]);
 }
 
-/// A length-delimited field whose content `encode` writes in place. One
-/// byte is kept for the length, which covers content under 128 bytes (most
-/// attributes and spans); a longer content is moved up by the extra bytes.
+/// `value` as a protobuf varint: its bytes and how many of them there are.
+fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0_u8; 10];
+    let mut len = 0;
+    while value >= 0x80 {
+        bytes[len] = (value as u8) | 0x80;
+        value >>= 7;
+        len += 1;
+    }
+    bytes[len] = value as u8;
+    (bytes, len + 1)
+}
+
+/// A length-delimited field whose content `encode` writes in place, with one
+/// byte kept for its length: enough for content under 128 bytes (most
+/// attributes and values).
 fn nested(buf: &mut Vec<u8>, field: u32, encode: impl FnOnce(&mut Vec<u8>)) {
+    nested_with_room(buf, field, 1, encode);
+}
+
+/// [`nested`] keeping `room` bytes for the length. When the length needs a
+/// different number of bytes, the content is moved within the buffer (no
+/// allocation); sized right, nothing moves. A span takes 128 bytes to 16 KiB,
+/// two bytes of length.
+fn nested_with_room(buf: &mut Vec<u8>, field: u32, room: usize, encode: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LENGTH_DELIMITED);
     let length_at = buf.len();
-    buf.push(0);
+    buf.resize(length_at + room, 0);
     encode(buf);
-    let length = buf.len() - length_at - 1;
-    if length < 0x80 {
-        buf[length_at] = length as u8;
-        return;
+    let content_at = length_at + room;
+    let length = buf.len() - content_at;
+    let (prefix, prefix_len) = varint_bytes(length as u64);
+    if prefix_len != room {
+        let end = buf.len();
+        if prefix_len > room {
+            buf.resize(end + prefix_len - room, 0);
+        }
+        buf.copy_within(content_at..end, length_at + prefix_len);
+        buf.truncate(length_at + prefix_len + length);
     }
-    let mut prefix = Vec::with_capacity(10);
-    varint(&mut prefix, length as u64);
-    buf.splice(length_at..=length_at, prefix);
+    buf[length_at..length_at + prefix_len].copy_from_slice(&prefix[..prefix_len]);
 }
 
 /// Tag and length of a length-delimited field whose content follows.
@@ -460,6 +482,24 @@ mod tests {
             links,
             status,
             instrumentation_scope: scope.clone(),
+        }
+    }
+
+    /// A length-delimited field is tag, minimal varint length, content, whatever room was kept.
+    #[test]
+    fn nested_fields_get_minimal_lengths_whatever_the_room() {
+        for room in [1, 2] {
+            for length in [0_usize, 5, 127, 128, 300, 16_383, 16_384, 70_000] {
+                let content: Vec<u8> = (0..length).map(|index| index as u8).collect();
+                let mut buf = vec![0xAA];
+                nested_with_room(&mut buf, 9, room, |buf| buf.extend_from_slice(&content));
+                let mut expected = vec![0xAA];
+                tag(&mut expected, 9, LENGTH_DELIMITED);
+                varint(&mut expected, length as u64);
+                expected.extend_from_slice(&content);
+                assert_eq!(buf, expected, "room {room}, length {length}");
+                assert_eq!(field_len(9, length), expected.len() - 1);
+            }
         }
     }
 
