@@ -8,8 +8,6 @@
 //! When the process exports traces, each observation carries the call's trace
 //! id as an OpenMetrics exemplar, so a latency bucket links to a trace.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -26,13 +24,10 @@ use tower::{Layer, Service};
 
 use super::body::{GuardedBody, ResponseGuard};
 use crate::connection::{OpenStream, PeerInfo};
+use crate::methods::KnownMethods;
 
 /// Latency buckets in seconds, from half a millisecond (a cache hit) to ten seconds.
 const DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// Label for every path the server does not serve, so a client cannot create
-/// new time series by calling made-up methods.
-const UNKNOWN: &str = "unknown";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabels {
@@ -76,7 +71,9 @@ type DurationHistogram = HistogramWithExemplars<TraceExemplar>;
 pub struct RpcServerMetrics {
     duration: Family<CallLabels, DurationHistogram>,
     in_flight: Family<MethodLabels, Gauge>,
-    known_methods: Arc<HashMap<String, MethodLabels>>,
+    /// Every path the server does not serve is labelled `unknown`, so a client
+    /// cannot create new time series by calling made-up methods.
+    known_methods: KnownMethods,
 }
 
 impl RpcServerMetrics {
@@ -92,34 +89,20 @@ impl RpcServerMetrics {
             duration.clone(),
         );
         registry.register("rpc_server_active_calls", "gRPC calls being handled right now.", in_flight.clone());
-        let known_methods = known_paths
-            .into_iter()
-            .filter_map(|path| {
-                let labels = split_path(&path)?;
-                Some((path, labels))
-            })
-            .collect();
         Self {
             duration,
             in_flight,
-            known_methods: Arc::new(known_methods),
+            known_methods: KnownMethods::new(known_paths),
         }
     }
 
     fn labels_for(&self, path: &str) -> MethodLabels {
-        self.known_methods.get(path).cloned().unwrap_or_else(|| MethodLabels {
-            rpc_service: UNKNOWN.into(),
-            rpc_method: UNKNOWN.into(),
-        })
+        let names = self.known_methods.names(path);
+        MethodLabels {
+            rpc_service: names.service.to_string(),
+            rpc_method: names.method.to_string(),
+        }
     }
-}
-
-fn split_path(path: &str) -> Option<MethodLabels> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    Some(MethodLabels {
-        rpc_service: service.to_owned(),
-        rpc_method: method.to_owned(),
-    })
 }
 
 #[derive(Debug, Clone)]
@@ -259,7 +242,7 @@ mod tests {
             ("suite.user.v1.UserService", "GetUser")
         );
         let unknown = metrics.labels_for("/made.up.Service/Method");
-        assert_eq!((unknown.rpc_service.as_str(), unknown.rpc_method.as_str()), (UNKNOWN, UNKNOWN));
+        assert_eq!((unknown.rpc_service.as_str(), unknown.rpc_method.as_str()), ("unknown", "unknown"));
     }
 
     #[test]
