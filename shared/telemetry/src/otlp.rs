@@ -152,10 +152,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
     let context = span.context;
     bytes(buf, 1, &context.trace_id().to_bytes());
     bytes(buf, 2, &context.span_id().to_bytes());
-    let trace_state = context.trace_state();
-    if *trace_state != opentelemetry::trace::TraceState::NONE {
-        string(buf, 3, &trace_state.header());
-    }
+    string(buf, 3, &context.trace_state().header());
     if span.parent_span_id != SpanId::INVALID {
         bytes(buf, 4, &span.parent_span_id.to_bytes());
     }
@@ -340,7 +337,7 @@ fn string_len(field: u32, text: &str) -> usize {
 }
 
 fn varint_len(value: u64) -> usize {
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+    varint_bytes(value).1
 }
 
 /// Proto3 leaves empty strings and zero numbers out.

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TraceState};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 
 /// The headers that carry trace context; the gateway removes them from calls
@@ -35,18 +35,12 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
-        if let Ok(mut value) = HeaderValue::from_bytes(&traceparent(span_context)) {
-            // New on every call: HPACK should send it as a literal, not add it to the
-            // connection's header table, where it would only push out headers that repeat.
-            value.set_sensitive(true);
-            headers.insert(TRACEPARENT, value);
+        if let Ok(value) = HeaderValue::from_bytes(&traceparent(span_context)) {
+            insert_literal(headers, TRACEPARENT, value);
         }
-        let state = span_context.trace_state();
-        if *state != TraceState::NONE {
-            let header = state.header();
-            if !header.is_empty() {
-                HeaderWriter(headers).set("tracestate", header);
-            }
+        let state = span_context.trace_state().header();
+        if !state.is_empty() {
+            HeaderWriter(headers).set("tracestate", state);
         }
     }
     BaggagePropagator::new().inject_context(context, &mut HeaderWriter(headers));
@@ -94,13 +88,18 @@ struct HeaderWriter<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderWriter<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
-            // New on every call: HPACK should send it as a literal, not add it to the
-            // connection's header table, where it would only push out headers that repeat.
-            value.set_sensitive(true);
-            self.0.insert(name, value);
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+            insert_literal(self.0, name, value);
         }
     }
+}
+
+/// Context headers are new on every call: HPACK should send them as literals, not
+/// add them to the connection's header table, where they would only push out
+/// headers that repeat.
+fn insert_literal(headers: &mut HeaderMap, name: HeaderName, mut value: HeaderValue) {
+    value.set_sensitive(true);
+    headers.insert(name, value);
 }
 
 #[cfg(test)]
@@ -140,7 +139,7 @@ mod tests {
     /// The hand-written `traceparent` is the one the SDK's propagator writes.
     #[test]
     fn traceparent_is_written_as_the_sdk_writes_it() {
-        use opentelemetry::trace::{SpanId, TraceId};
+        use opentelemetry::trace::{SpanId, TraceId, TraceState};
         for (trace_id, span_id, flags) in [
             (
                 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128,
