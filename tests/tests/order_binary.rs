@@ -115,9 +115,8 @@ async fn the_order_service_may_start_before_the_user_service() {
     )
     .await;
     let mut client = OrderServiceClient::new(orders.channel().await);
-    let request = |key: &str, user_id: &str| one_item_order(user_id, key);
     let early = client
-        .create_order(request("early", "0190d7a4-0000-7000-8000-000000000000"))
+        .create_order(one_item_order("0190d7a4-0000-7000-8000-000000000000", "early"))
         .await
         .unwrap_err();
     assert_eq!(early.code(), Code::Unavailable, "{early:?}");
@@ -135,7 +134,7 @@ async fn the_order_service_may_start_before_the_user_service() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match client.create_order(request("late", &user.id)).await {
+        match client.create_order(one_item_order(&user.id, "late")).await {
             Ok(_) => break,
             Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
