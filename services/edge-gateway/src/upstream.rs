@@ -120,7 +120,9 @@ impl UpstreamConnection {
         if let Some(handle) = self.usable() {
             return Ok(handle);
         }
-        let handle = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+        // Boxed: the dial and TLS handshake's state is large, and without the
+        // box every call's future would carry room for it.
+        let handle = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, self.connect()))
             .await
             .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))??;
         *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(handle.clone());

@@ -224,7 +224,10 @@ impl Authenticator {
             cache.invalidate(&cache_key);
             return Err(AuthFailure::Expired);
         }
-        let verified = Arc::new(self.verify(token).await?);
+        // Boxed: verifying (and perhaps fetching keys) needs far more state
+        // than a cache hit, and without the box every request's future would
+        // carry room for it.
+        let verified = Arc::new(Box::pin(self.verify(token)).await?);
         if let Some(cache) = &self.cache {
             cache.insert(cache_key, verified.clone());
         }
