@@ -370,7 +370,8 @@ def main():
         direct_body = work / "get-user-direct.bin"
         direct_body.write_bytes(grpc_body(direct_user))
         if os.environ.get("GATEWAY_BENCH_HOLD"):
-            log(f"holding: gateway {gateway_port}, nginx {nginx_port}, direct {direct_port}, body {body}, token {user_token}")
+            log(f"holding: gateway {gateway_port}, nginx {nginx_port}, direct {direct_port}, "
+                f"traced {traced[2] if traced else '-'}, body {body}, token {user_token}")
             time.sleep(float(os.environ["GATEWAY_BENCH_HOLD"]))
         targets = {
             "gateway": (f"https://127.0.0.1:{gateway_port}{GET_USER}", body, [f"authorization: Bearer {user_token}"],
