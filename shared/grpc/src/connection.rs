@@ -34,6 +34,20 @@ pub struct PeerInfo {
     /// The verified certificate identity; `None` on an insecure plaintext port.
     /// Shared, because tonic clones the connection's info into every request.
     pub identity: Option<Arc<PeerIdentity>>,
+    /// `remote_addr`'s IP as text, written once per connection rather than for
+    /// the span of every call on it.
+    pub(crate) remote_ip: Arc<str>,
+}
+
+impl PeerInfo {
+    pub(crate) fn new(remote_addr: SocketAddr, identity: Option<PeerIdentity>) -> Self {
+        Self {
+            remote_addr,
+            activity: Arc::default(),
+            identity: identity.map(Arc::new),
+            remote_ip: remote_addr.ip().to_string().into(),
+        }
+    }
 }
 
 /// The verified identity of the caller of `request`, if the port is mutual TLS.
@@ -123,11 +137,7 @@ impl Connection {
     fn new(stream: Transport, remote_addr: SocketAddr, identity: Option<PeerIdentity>, idle_timeout: Option<Duration>) -> Self {
         Self {
             stream,
-            info: PeerInfo {
-                remote_addr,
-                activity: Arc::default(),
-                identity: identity.map(Arc::new),
-            },
+            info: PeerInfo::new(remote_addr, identity),
             idle: IdleTimer::new(idle_timeout),
         }
     }

@@ -4,24 +4,94 @@
 //! A fixed propagator rather than OpenTelemetry's global one: the suite always
 //! speaks W3C, and in-process test servers propagate without any set-up.
 
-use std::sync::LazyLock;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 
 /// The headers that carry trace context; the gateway removes them from calls
 /// of clients it does not trust.
-pub const CONTEXT_HEADERS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
+pub const CONTEXT_HEADERS: [HeaderName; 3] = [TRACEPARENT, TRACESTATE, BAGGAGE];
 
-static PROPAGATOR: LazyLock<TextMapCompositePropagator> =
-    LazyLock::new(|| TextMapCompositePropagator::new(vec![Box::new(TraceContextPropagator::new()), Box::new(BaggagePropagator::new())]));
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// The remote context (parent span, baggage) a request carries, if any.
+///
+/// `traceparent` is parsed here, strictly as W3C Trace Context defines it,
+/// rather than by the SDK's propagator, which splits the header into a
+/// `Vec` and looks each header up by a name it parses again: this runs for
+/// every call a traced process serves. `tracestate` and `baggage` are rare
+/// and read by the SDK, and only when present.
 pub fn extract(headers: &HeaderMap) -> Context {
-    PROPAGATOR.extract(&HeaderReader(headers))
+    Context::map_current(|current| {
+        let mut context = match headers.get(TRACEPARENT).and_then(|value| parse_traceparent(value.as_bytes())) {
+            Some((trace_id, span_id, flags)) => {
+                let state = headers
+                    .get(TRACESTATE)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|text| text.parse::<TraceState>().ok())
+                    .unwrap_or_default();
+                current.with_remote_span_context(SpanContext::new(trace_id, span_id, flags, true, state))
+            }
+            None => current.clone(),
+        };
+        if headers.contains_key(BAGGAGE) {
+            context = BaggagePropagator::new().extract_with_context(&context, &HeaderReader(headers));
+        }
+        context
+    })
+}
+
+/// `<version>-<trace id>-<span id>-<flags>` in lowercase hex: version `00` is
+/// exactly that; a later one (up to `fe`) may add fields after another `-`.
+/// Ids of all zeros are invalid; of the flags only `sampled` is kept.
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    const LEN: usize = 55;
+    let value = value.trim_ascii();
+    let [version_high, version_low, b'-', rest @ ..] = value else {
+        return None;
+    };
+    let version = hex_byte(*version_high, *version_low)?;
+    let well_sized = match version {
+        0 => value.len() == LEN,
+        0xff => false,
+        _ => value.len() == LEN || value.get(LEN) == Some(&b'-'),
+    };
+    if !well_sized || rest[32] != b'-' || rest[49] != b'-' {
+        return None;
+    }
+    let mut trace_id = [0_u8; 16];
+    let mut span_id = [0_u8; 8];
+    let mut flags = [0_u8; 1];
+    for (out, hex) in [
+        (&mut trace_id[..], &rest[..32]),
+        (&mut span_id[..], &rest[33..49]),
+        (&mut flags[..], &rest[50..52]),
+    ] {
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = hex_byte(pair[0], pair[1])?;
+        }
+    }
+    let (trace_id, span_id) = (TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id));
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    Some((trace_id, span_id, TraceFlags::new(flags[0]) & TraceFlags::SAMPLED))
+}
+
+/// Two lowercase hex digits as a byte.
+fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    fn digit(symbol: u8) -> Option<u8> {
+        match symbol {
+            b'0'..=b'9' => Some(symbol - b'0'),
+            b'a'..=b'f' => Some(symbol - b'a' + 10),
+            _ => None,
+        }
+    }
+    Some(digit(high)? << 4 | digit(low)?)
 }
 
 /// Writes `context` into `headers`, replacing whatever trace context they held.
@@ -45,8 +115,6 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
     }
     BaggagePropagator::new().inject_context(context, &mut HeaderWriter(headers));
 }
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// `00-<trace id>-<span id>-<flags>`, in lowercase hex.
 fn traceparent(span_context: &SpanContext) -> [u8; 55] {
@@ -154,9 +222,66 @@ mod tests {
             let mut ours = HeaderMap::new();
             inject(&context, &mut ours);
             let mut sdk = HashMap::new();
-            TraceContextPropagator::new().inject_context(&context, &mut sdk);
+            opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&context, &mut sdk);
             assert_eq!(ours.get("traceparent").unwrap().to_str().unwrap(), sdk["traceparent"]);
             assert!(ours.get("tracestate").is_none(), "no empty tracestate on the wire: {ours:?}");
+        }
+    }
+
+    /// Where the SDK's propagator and W3C agree, `extract` finds what the SDK
+    /// finds; where the SDK is laxer than W3C, `extract` follows W3C.
+    #[test]
+    fn traceparent_is_read_as_w3c_defines_it() {
+        use opentelemetry_sdk::propagation::TraceContextPropagator;
+        const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        const SPAN: &str = "00f067aa0ba902b7";
+        let read = |traceparent: &str, tracestate: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", HeaderValue::from_str(traceparent).unwrap());
+            if let Some(state) = tracestate {
+                headers.insert("tracestate", HeaderValue::from_str(state).unwrap());
+            }
+            let ours = extract(&headers).span().span_context().clone();
+            let sdk = TraceContextPropagator::new()
+                .extract(&HeaderReader(&headers))
+                .span()
+                .span_context()
+                .clone();
+            (ours, sdk)
+        };
+        let both = [
+            (format!("00-{ID}-{SPAN}-01"), Some("vendor=abc,other=1")),
+            (format!("00-{ID}-{SPAN}-00"), None),
+            (format!("00-{ID}-{SPAN}-ff"), None),
+            (format!(" 00-{ID}-{SPAN}-01 "), None),
+            (format!("00-{ID}-{SPAN}-01"), Some("not a trace state")),
+            (format!("01-{ID}-{SPAN}-01-later-fields"), None),
+            (format!("fe-{ID}-{SPAN}-01"), None),
+            (format!("ff-{ID}-{SPAN}-01"), None),
+            (format!("00-{ID}-{SPAN}-01-extra"), None),
+            (format!("00-{}-{SPAN}-01", ID.to_uppercase()), None),
+            (format!("00-{ID}-{}-01", SPAN.to_uppercase()), None),
+            (format!("00-{ID}-{SPAN}-0A"), None),
+            (format!("00-{}-{SPAN}-01", "0".repeat(32)), None),
+            (format!("00-{ID}-{}-01", "0".repeat(16)), None),
+            (format!("0x-{ID}-{SPAN}-01"), None),
+            (format!("00-{ID}-{SPAN}"), None),
+            ("garbage".to_owned(), None),
+            (String::new(), None),
+        ];
+        for (traceparent, tracestate) in both {
+            let (ours, sdk) = read(&traceparent, tracestate);
+            assert_eq!(ours, sdk, "{traceparent:?} {tracestate:?}");
+        }
+        // The SDK accepts ids of any length and a leading `+`; W3C does not.
+        for traceparent in [
+            format!("00-1-{SPAN}-01"),
+            format!("00-{ID}-+0f067aa0ba902b7-01"),
+            format!("00-{ID}-{SPAN}-1"),
+            format!("01-{ID}-{SPAN}-01x"),
+        ] {
+            let (ours, _) = read(&traceparent, None);
+            assert!(!ours.is_valid(), "{traceparent:?}");
         }
     }
 

@@ -101,11 +101,7 @@ where
         let (request_id, accepted) = accept_or_generate_request_id(request.headers_mut());
         // A service of the suite that sent the id (mutual TLS identity) has it already; echoing
         // it would cost every internal hop a header to encode and decode. End clients get it back.
-        let peer = request
-            .extensions()
-            .get::<PeerInfo>()
-            .map(|peer| (peer.remote_addr, peer.identity.is_some()));
-        let from_workload = peer.is_some_and(|(_, verified)| verified);
+        let from_workload = request.extensions().get::<PeerInfo>().is_some_and(|peer| peer.identity.is_some());
         let echo = !(accepted && from_workload);
         let caller_context = match self.layer.remote {
             RemoteTraceContext::Trust => Some(suite_telemetry::propagation::extract(request.headers())),
@@ -134,9 +130,9 @@ where
                     KeyValue::new("rpc.method", names.method.clone()),
                     KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
                 ]);
-                if let Some((remote_addr, _)) = peer {
-                    attributes.push(KeyValue::new("network.peer.address", remote_addr.ip().to_string()));
-                    attributes.push(KeyValue::new("network.peer.port", i64::from(remote_addr.port())));
+                if let Some(peer) = request.extensions().get::<PeerInfo>() {
+                    attributes.push(KeyValue::new("network.peer.address", peer.remote_ip.clone()));
+                    attributes.push(KeyValue::new("network.peer.port", i64::from(peer.remote_addr.port())));
                 }
                 (names.span_name.clone(), attributes)
             });
@@ -227,8 +223,9 @@ impl SpanGuard {
             }
         }
         // An access line for operators who turn on debug logs; it carries the trace and request ids.
-        // It is written as the body ends, outside the call's future and the context attached there.
-        {
+        // It is written as the body ends, outside the call's future and the context attached there,
+        // which is attached again only when the line is written.
+        if tracing::enabled!(tracing::Level::DEBUG) {
             let _attached = self.context.clone().map(opentelemetry::Context::attach);
             self.log_span
                 .in_scope(|| tracing::debug!(grpc_status = code as i32, "call finished"));
@@ -269,8 +266,6 @@ pub fn is_server_error(code: Code) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use suite_tls::PeerIdentity;
 
     use super::*;
@@ -316,11 +311,10 @@ mod tests {
             });
             let mut service = TraceLayer::new(RemoteTraceContext::Trust, []).layer(inner);
             let mut request = http::Request::new(());
-            request.extensions_mut().insert(PeerInfo {
-                remote_addr: "127.0.0.1:5000".parse().unwrap_or_else(|error| panic!("{error}")),
-                activity: Arc::default(),
-                identity: identity.map(Arc::new),
-            });
+            request.extensions_mut().insert(PeerInfo::new(
+                "127.0.0.1:5000".parse().unwrap_or_else(|error| panic!("{error}")),
+                identity,
+            ));
             if let Some(id) = sent {
                 request.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_static(id));
             }
