@@ -65,15 +65,13 @@ impl Envelope {
     pub(crate) fn new(resource: &Resource, scope: &InstrumentationScope) -> Self {
         let mut encoded_resource = Vec::new();
         for (key, value) in resource.iter() {
-            nested(&mut encoded_resource, 1, |buf| key_value(buf, key.as_str(), value));
+            attribute(&mut encoded_resource, 1, key.as_str(), value);
         }
         let mut encoded_scope = Vec::new();
         string(&mut encoded_scope, 1, scope.name());
         string(&mut encoded_scope, 2, scope.version().unwrap_or_default());
         for attribute in scope.attributes() {
-            nested(&mut encoded_scope, 3, |buf| {
-                key_value(buf, attribute.key.as_str(), &attribute.value)
-            });
+            self::attribute(&mut encoded_scope, 3, attribute.key.as_str(), &attribute.value);
         }
         Self {
             resource: encoded_resource,
@@ -161,7 +159,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
     fixed64(buf, 7, unix_nanos(span.start_time));
     fixed64(buf, 8, unix_nanos(span.end_time));
     for attribute in span.attributes {
-        nested(buf, 9, |buf| key_value(buf, attribute.key.as_str(), &attribute.value));
+        self::attribute(buf, 9, attribute.key.as_str(), &attribute.value);
     }
     uint(buf, 10, u64::from(span.dropped_attributes_count));
     for event in span.events {
@@ -169,7 +167,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
             fixed64(buf, 1, unix_nanos(event.timestamp));
             string(buf, 2, &event.name);
             for attribute in &event.attributes {
-                nested(buf, 3, |buf| key_value(buf, attribute.key.as_str(), &attribute.value));
+                self::attribute(buf, 3, attribute.key.as_str(), &attribute.value);
             }
             uint(buf, 4, u64::from(event.dropped_attributes_count));
         });
@@ -181,7 +179,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
             bytes(buf, 2, &link.span_context.span_id().to_bytes());
             string(buf, 3, &link.span_context.trace_state().header());
             for attribute in &link.attributes {
-                nested(buf, 4, |buf| key_value(buf, attribute.key.as_str(), &attribute.value));
+                self::attribute(buf, 4, attribute.key.as_str(), &attribute.value);
             }
             uint(buf, 5, u64::from(link.dropped_attributes_count));
             fixed32(buf, 6, span_flags(&link.span_context, link.span_context.is_remote()));
@@ -219,6 +217,33 @@ fn span_kind(kind: &SpanKind) -> u64 {
 fn unix_nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// An attribute as a `KeyValue` message in field `field`. A scalar value
+/// (nearly every attribute) has a length known up front, so tag, lengths and
+/// content are written in one pass with no room kept; arrays take the general path.
+fn attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let Some(value_len) = scalar_value_len(value) else {
+        nested(buf, field, |buf| key_value(buf, key, value));
+        return;
+    };
+    let content_len = string_len(1, key) + field_len(2, value_len);
+    buf.reserve(field_len(field, content_len));
+    length_prefix(buf, field, content_len);
+    string(buf, 1, key);
+    length_prefix(buf, 2, value_len);
+    any_value(buf, value);
+}
+
+/// What [`any_value`] writes for a scalar; `None` for arrays and kinds written as text.
+fn scalar_value_len(value: &Value) -> Option<usize> {
+    Some(match value {
+        Value::String(text) => field_len(1, text.as_str().len()),
+        Value::Bool(_) => 2,
+        Value::I64(number) => 1 + varint_len(u64::from_ne_bytes(number.to_ne_bytes())),
+        Value::F64(_) => 9,
+        _ => return None,
+    })
 }
 
 fn key_value(buf: &mut Vec<u8>, key: &str, value: &Value) {
@@ -336,8 +361,9 @@ fn string_len(field: u32, text: &str) -> usize {
     if text.is_empty() { 0 } else { field_len(field, text.len()) }
 }
 
+/// Seven bits a byte, one byte at least.
 fn varint_len(value: u64) -> usize {
-    varint_bytes(value).1
+    (70 - (value | 1).leading_zeros() as usize) / 7
 }
 
 /// Proto3 leaves empty strings and zero numbers out.
@@ -466,6 +492,7 @@ mod tests {
             attributes: vec![
                 KeyValue::new("rpc.service", "suite.user.v1.UserService"),
                 KeyValue::new("empty", ""),
+                KeyValue::new("long", "a value over one hundred and twenty-seven bytes long, ".repeat(3)),
                 KeyValue::new("rpc.grpc.status_code", -1_i64),
                 KeyValue::new("ok", true),
                 KeyValue::new("ratio", 0.25),
@@ -479,6 +506,15 @@ mod tests {
             links,
             status,
             instrumentation_scope: scope.clone(),
+        }
+    }
+
+    #[test]
+    fn varint_lengths_are_what_the_encoder_writes() {
+        for shift in 0..64 {
+            for value in [1_u64 << shift, (1_u64 << shift) - 1, (1_u64 << shift) + 1, u64::MAX >> shift] {
+                assert_eq!(varint_len(value), varint_bytes(value).1, "{value}");
+            }
         }
     }
 

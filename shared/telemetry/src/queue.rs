@@ -38,6 +38,8 @@ struct State {
     full: VecDeque<Batch>,
     /// Spans in `filling` and `full` together.
     queued: usize,
+    /// The size of the last batch that filled up.
+    last_batch_bytes: usize,
     closed: bool,
 }
 
@@ -60,14 +62,17 @@ impl SpanQueue {
             return;
         }
         if state.filling.spans.capacity() == 0 {
-            // Room for a typical batch up front: growing it span by span would copy it many times.
-            state.filling.spans.reserve(self.batch_size * 256);
+            // Room for a batch like the last one up front: growing it span by span would
+            // copy it several times, and each large allocation costs the allocator more.
+            let room = state.last_batch_bytes.max(self.batch_size * 256);
+            state.filling.spans.reserve(room + room / 8);
         }
         otlp::encode_span(&mut state.filling.spans, span);
         state.filling.count += 1;
         state.queued += 1;
         if state.filling.count >= self.batch_size {
             let full = std::mem::take(&mut state.filling);
+            state.last_batch_bytes = full.spans.len();
             state.full.push_back(full);
             drop(state);
             self.batch_full.notify_one();
