@@ -61,7 +61,9 @@ pub struct DirectSpan {
 /// What a sampled span writes when it ends.
 #[derive(Debug)]
 struct Recording {
-    queue: Arc<SpanQueue>,
+    /// The installed recorder's queue: a plain reference, so starting and ending
+    /// spans on several threads does not contend on one reference count.
+    queue: &'static SpanQueue,
     name: StringValue,
     kind: SpanKind,
     parent_span_id: SpanId,
@@ -82,7 +84,7 @@ impl DirectSpan {
     }
 
     fn record<N: Into<StringValue>>(
-        recorder: &Recorder,
+        recorder: &'static Recorder,
         kind: SpanKind,
         parent: &Context,
         describe: impl FnOnce() -> (N, Vec<KeyValue>),
@@ -108,7 +110,7 @@ impl DirectSpan {
         let recording = sampled.then(|| {
             let (name, attributes) = describe();
             Recording {
-                queue: recorder.queue.clone(),
+                queue: &recorder.queue,
                 name: name.into(),
                 kind,
                 parent_span_id,
@@ -194,8 +196,9 @@ mod tests {
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    fn recorder(sampler: Sampler) -> Recorder {
-        Recorder::new(sampler, Arc::new(SpanQueue::new(64, 64)))
+    /// Spans reach their recorder by a `'static` reference, as they reach the installed one.
+    fn recorder(sampler: Sampler) -> &'static Recorder {
+        Box::leak(Box::new(Recorder::new(sampler, Arc::new(SpanQueue::new(64, 64)))))
     }
 
     /// What the recorder queued, as a collector would decode it.
@@ -225,10 +228,10 @@ mod tests {
     fn spans_are_written_with_their_parents_attributes_and_status() {
         let recorder = recorder(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
         let caller = caller(CALLER);
-        let mut server = DirectSpan::record(&recorder, SpanKind::Server, &caller, || {
+        let mut server = DirectSpan::record(recorder, SpanKind::Server, &caller, || {
             ("suite.user.v1.UserService/GetUser", vec![KeyValue::new("rpc.system", "grpc")])
         });
-        let mut client = DirectSpan::record(&recorder, SpanKind::Client, server.context(), || {
+        let mut client = DirectSpan::record(recorder, SpanKind::Client, server.context(), || {
             (String::from("cache GET"), vec![KeyValue::new("db.system", "redis")])
         });
         client.set_attribute(KeyValue::new("cache.outcome", "hit"));
@@ -238,7 +241,7 @@ mod tests {
         server.fail();
         drop(server);
 
-        let spans = recorded(&recorder);
+        let spans = recorded(recorder);
         assert_eq!(spans.len(), 2, "{spans:?}");
         let (client, server) = (&spans[0], &spans[1]);
         let trace_id = hex(&server.trace_id);
@@ -269,11 +272,11 @@ mod tests {
     #[test]
     fn a_root_span_starts_a_trace() {
         let recorder = recorder(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
-        let span = DirectSpan::record(&recorder, SpanKind::Server, &Context::new(), || ("root", Vec::new()));
+        let span = DirectSpan::record(recorder, SpanKind::Server, &Context::new(), || ("root", Vec::new()));
         let own = span.context().span().span_context().clone();
         assert!(own.is_valid() && own.is_sampled() && !own.is_remote());
         drop(span);
-        let spans = recorded(&recorder);
+        let spans = recorded(recorder);
         assert_eq!(spans.len(), 1);
         assert!(spans[0].parent_span_id.is_empty());
         assert_eq!(hex(&spans[0].trace_id), own.trace_id().to_string());
@@ -291,7 +294,7 @@ mod tests {
             ),
         ] {
             let recorder = recorder(sampler);
-            let mut span = DirectSpan::record(&recorder, SpanKind::Server, &parent, || -> (&'static str, Vec<KeyValue>) {
+            let mut span = DirectSpan::record(recorder, SpanKind::Server, &parent, || -> (&'static str, Vec<KeyValue>) {
                 panic!("a span that is not sampled is not described")
             });
             span.set_attribute(KeyValue::new("rpc.grpc.status_code", 0));
@@ -299,7 +302,7 @@ mod tests {
             assert!(own.is_valid() && !own.is_sampled());
             assert_ne!(own.span_id(), SpanId::from(0x00f0_67aa_0ba9_02b7));
             drop(span);
-            assert!(recorded(&recorder).is_empty());
+            assert!(recorded(recorder).is_empty());
         }
     }
 
