@@ -65,13 +65,13 @@ impl Envelope {
     pub(crate) fn new(resource: &Resource, scope: &InstrumentationScope) -> Self {
         let mut encoded_resource = Vec::new();
         for (key, value) in resource.iter() {
-            attribute(&mut encoded_resource, 1, key.as_str(), value);
+            key_value_field(&mut encoded_resource, 1, key.as_str(), value);
         }
         let mut encoded_scope = Vec::new();
         string(&mut encoded_scope, 1, scope.name());
         string(&mut encoded_scope, 2, scope.version().unwrap_or_default());
         for attribute in scope.attributes() {
-            self::attribute(&mut encoded_scope, 3, attribute.key.as_str(), &attribute.value);
+            key_value_field(&mut encoded_scope, 3, attribute.key.as_str(), &attribute.value);
         }
         Self {
             resource: encoded_resource,
@@ -159,7 +159,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
     fixed64(buf, 7, unix_nanos(span.start_time));
     fixed64(buf, 8, unix_nanos(span.end_time));
     for attribute in span.attributes {
-        self::attribute(buf, 9, attribute.key.as_str(), &attribute.value);
+        key_value_field(buf, 9, attribute.key.as_str(), &attribute.value);
     }
     uint(buf, 10, u64::from(span.dropped_attributes_count));
     for event in span.events {
@@ -167,7 +167,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
             fixed64(buf, 1, unix_nanos(event.timestamp));
             string(buf, 2, &event.name);
             for attribute in &event.attributes {
-                self::attribute(buf, 3, attribute.key.as_str(), &attribute.value);
+                key_value_field(buf, 3, attribute.key.as_str(), &attribute.value);
             }
             uint(buf, 4, u64::from(event.dropped_attributes_count));
         });
@@ -179,7 +179,7 @@ fn span_message(buf: &mut Vec<u8>, span: &FinishedSpan<'_>) {
             bytes(buf, 2, &link.span_context.span_id().to_bytes());
             string(buf, 3, &link.span_context.trace_state().header());
             for attribute in &link.attributes {
-                self::attribute(buf, 4, attribute.key.as_str(), &attribute.value);
+                key_value_field(buf, 4, attribute.key.as_str(), &attribute.value);
             }
             uint(buf, 5, u64::from(link.dropped_attributes_count));
             fixed32(buf, 6, span_flags(&link.span_context, link.span_context.is_remote()));
@@ -222,7 +222,7 @@ fn unix_nanos(time: SystemTime) -> u64 {
 /// An attribute as a `KeyValue` message in field `field`. A scalar value
 /// (nearly every attribute) has a length known up front, so tag, lengths and
 /// content are written in one pass with no room kept; arrays take the general path.
-fn attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+fn key_value_field(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     let Some(value_len) = scalar_value_len(value) else {
         nested(buf, field, |buf| key_value(buf, key, value));
         return;
@@ -363,7 +363,7 @@ fn string_len(field: u32, text: &str) -> usize {
 
 /// Seven bits a byte, one byte at least.
 fn varint_len(value: u64) -> usize {
-    (70 - (value | 1).leading_zeros() as usize) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Proto3 leaves empty strings and zero numbers out.

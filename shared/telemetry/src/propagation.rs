@@ -177,6 +177,7 @@ mod tests {
     use std::collections::HashMap;
 
     use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     use super::*;
 
@@ -207,7 +208,6 @@ mod tests {
     /// The hand-written `traceparent` is the one the SDK's propagator writes.
     #[test]
     fn traceparent_is_written_as_the_sdk_writes_it() {
-        use opentelemetry::trace::{SpanId, TraceId, TraceState};
         for (trace_id, span_id, flags) in [
             (
                 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128,
@@ -222,7 +222,7 @@ mod tests {
             let mut ours = HeaderMap::new();
             inject(&context, &mut ours);
             let mut sdk = HashMap::new();
-            opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&context, &mut sdk);
+            TraceContextPropagator::new().inject_context(&context, &mut sdk);
             assert_eq!(ours.get("traceparent").unwrap().to_str().unwrap(), sdk["traceparent"]);
             assert!(ours.get("tracestate").is_none(), "no empty tracestate on the wire: {ours:?}");
         }
@@ -232,7 +232,6 @@ mod tests {
     /// finds; where the SDK is laxer than W3C, `extract` follows W3C.
     #[test]
     fn traceparent_is_read_as_w3c_defines_it() {
-        use opentelemetry_sdk::propagation::TraceContextPropagator;
         const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
         const SPAN: &str = "00f067aa0ba902b7";
         let read = |traceparent: &str, tracestate: Option<&str>| {
