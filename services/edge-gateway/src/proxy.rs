@@ -73,7 +73,7 @@ impl Proxy {
             }
         })?;
         // Timed from here to its trailers; with tracing on, a client span the upstream continues.
-        let names = self.known_methods.names(parts.uri.path()).clone();
+        let names = *self.known_methods.names(parts.uri.path());
         let mut call = ClientCall::start(upstream.name, names, upstream.resilience.metrics());
         call.inject(&mut parts.headers);
         let oversized = Arc::new(AtomicU64::new(0));

@@ -2,8 +2,8 @@
 //! method names its metrics and spans may carry, so made-up paths sent by a
 //! client cannot mint new names.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prost::Message as _;
 
@@ -30,24 +30,56 @@ pub fn method_paths(descriptor_set: &[u8]) -> Vec<String> {
     paths
 }
 
-/// The names a method's metrics and spans carry. Made once per known method,
-/// so a call clones three reference counts instead of formatting and copying text.
-#[derive(Debug, Clone)]
+/// The names a method's metrics and spans carry. They live as long as the
+/// process (see [`intern`]), so a call copies three references: no reference
+/// count shared by every thread, no text formatted or copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodNames {
-    pub service: Arc<str>,
-    pub method: Arc<str>,
+    pub service: &'static str,
+    pub method: &'static str,
     /// `package.Service/Method`: the name of the method's RPC spans.
-    pub span_name: Arc<str>,
+    pub span_name: &'static str,
 }
 
 impl MethodNames {
     pub fn new(service: &str, method: &str) -> Self {
         Self {
-            service: service.into(),
-            method: method.into(),
-            span_name: format!("{service}/{method}").into(),
+            service: intern(service),
+            method: intern(method),
+            span_name: intern(&format!("{service}/{method}")),
         }
     }
+
+    /// The names of `/package.Service/Method`, remembered per path: for
+    /// generated clients, which call only the methods of their own service.
+    pub fn of_client_path(path: &str) -> Self {
+        static BY_PATH: RwLock<BTreeMap<&'static str, MethodNames>> = RwLock::new(BTreeMap::new());
+        if let Some(names) = BY_PATH.read().unwrap_or_else(PoisonError::into_inner).get(path) {
+            return *names;
+        }
+        let (service, method) = path
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap_or((UNKNOWN, UNKNOWN));
+        let names = Self::new(service, method);
+        BY_PATH.write().unwrap_or_else(PoisonError::into_inner).insert(intern(path), names);
+        names
+    }
+}
+
+/// `text` as a string that lives as long as the process, kept once however
+/// often it is asked for. Only method and service names of the descriptor
+/// sets a process serves or calls (and `unknown`) come here, so what is kept
+/// is bounded by those sets, never by what clients send.
+fn intern(text: &str) -> &'static str {
+    static INTERNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(kept) = interned.get(text) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(text.into());
+    interned.insert(kept);
+    kept
 }
 
 /// A set of `/package.Service/Method` paths. Cheap to clone; clones share it.
@@ -99,7 +131,7 @@ mod tests {
         let known = KnownMethods::new(method_paths(suite_proto::FILE_DESCRIPTOR_SET));
         let names = |path: &str| {
             let names = known.names(path);
-            (names.service.to_string(), names.method.to_string(), names.span_name.to_string())
+            (names.service.to_owned(), names.method.to_owned(), names.span_name.to_owned())
         };
         assert_eq!(
             names("/suite.user.v1.UserService/GetUser"),
@@ -112,5 +144,17 @@ mod tests {
         let unknown = ("unknown".to_owned(), "unknown".to_owned(), "unknown/unknown".to_owned());
         assert_eq!(names("/suite.user.v1.UserService/MadeUp"), unknown);
         assert_eq!(names("nonsense"), unknown);
+    }
+
+    #[test]
+    fn names_are_kept_once_whoever_asks() {
+        let first = MethodNames::of_client_path("/suite.order.v1.OrderService/GetOrder");
+        let again = MethodNames::of_client_path("/suite.order.v1.OrderService/GetOrder");
+        let built = MethodNames::new("suite.order.v1.OrderService", "GetOrder");
+        assert_eq!(first, built);
+        assert!(std::ptr::eq(first.span_name, again.span_name) && std::ptr::eq(first.service, built.service));
+        assert_eq!(first.span_name, "suite.order.v1.OrderService/GetOrder");
+        let odd = MethodNames::of_client_path("no-slashes");
+        assert_eq!((odd.service, odd.method), ("unknown", "unknown"));
     }
 }

@@ -293,11 +293,24 @@ const FIXED64: u8 = 1;
 const LENGTH_DELIMITED: u8 = 2;
 const FIXED32: u8 = 5;
 
+#[inline(always)]
 fn tag(buf: &mut Vec<u8>, field: u32, wire_type: u8) {
     varint(buf, u64::from(field) << 3 | u64::from(wire_type));
 }
 
+/// Nearly every tag and length of a span fits in one byte: that one is pushed
+/// as it is, inline, with no copy of a variable number of bytes.
+#[inline(always)]
 fn varint(buf: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        long_varint(buf, value);
+    }
+}
+
+#[inline(never)]
+fn long_varint(buf: &mut Vec<u8>, value: u64) {
     let (bytes, len) = varint_bytes(value);
     buf.extend_from_slice(&bytes[..len]);
 }

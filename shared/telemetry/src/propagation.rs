@@ -54,7 +54,7 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     let [version_high, version_low, b'-', rest @ ..] = value else {
         return None;
     };
-    let version = hex_byte(*version_high, *version_low)?;
+    let [version] = hex_bytes::<1>(&[*version_high, *version_low])?;
     let well_sized = match version {
         0 => value.len() == LEN,
         0xff => false,
@@ -63,36 +63,47 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
     if !well_sized || rest[32] != b'-' || rest[49] != b'-' {
         return None;
     }
-    let mut trace_id = [0_u8; 16];
-    let mut span_id = [0_u8; 8];
-    let mut flags = [0_u8; 1];
-    for (out, hex) in [
-        (&mut trace_id[..], &rest[..32]),
-        (&mut span_id[..], &rest[33..49]),
-        (&mut flags[..], &rest[50..52]),
-    ] {
-        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            *byte = hex_byte(pair[0], pair[1])?;
-        }
-    }
+    let (Some(trace_id), Some(span_id), Some([flags])) = (
+        hex_bytes::<16>(&rest[..32]),
+        hex_bytes::<8>(&rest[33..49]),
+        hex_bytes::<1>(&rest[50..52]),
+    ) else {
+        return None;
+    };
     let (trace_id, span_id) = (TraceId::from_bytes(trace_id), SpanId::from_bytes(span_id));
     if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
         return None;
     }
-    Some((trace_id, span_id, TraceFlags::new(flags[0]) & TraceFlags::SAMPLED))
+    Some((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
 }
 
-/// Two lowercase hex digits as a byte.
-fn hex_byte(high: u8, low: u8) -> Option<u8> {
-    fn digit(symbol: u8) -> Option<u8> {
-        match symbol {
-            b'0'..=b'9' => Some(symbol - b'0'),
-            b'a'..=b'f' => Some(symbol - b'a' + 10),
-            _ => None,
-        }
+/// `2 * N` lowercase hex digits as `N` bytes. Ids are random, so whether a digit
+/// is a number or a letter cannot be predicted: the digits are looked up in a
+/// table and checked once at the end, without a branch per digit.
+fn hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    let mut bytes = [0_u8; N];
+    let mut invalid = 0;
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        let (high, low) = (HEX_VALUES[usize::from(pair[0])], HEX_VALUES[usize::from(pair[1])]);
+        invalid |= (high | low) & NOT_HEX;
+        *byte = high << 4 | low;
     }
-    Some(digit(high)? << 4 | digit(low)?)
+    (invalid == 0 && hex.len() == 2 * N).then_some(bytes)
 }
+
+/// Marks a byte that is not a lowercase hex digit in [`HEX_VALUES`].
+const NOT_HEX: u8 = 0x10;
+
+/// The value of each lowercase hex digit; [`NOT_HEX`] for every other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut values = [NOT_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        values[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
 
 /// Writes `context` into `headers`, replacing whatever trace context they held.
 ///

@@ -108,8 +108,8 @@ struct RejectionLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct ClientCallLabels {
     pub(crate) dependency: &'static str,
-    pub(crate) rpc_service: String,
-    pub(crate) rpc_method: String,
+    pub(crate) rpc_service: &'static str,
+    pub(crate) rpc_method: &'static str,
     pub(crate) rpc_grpc_status_code: i32,
 }
 

@@ -56,8 +56,7 @@ impl Service<http::Request<Body>> for TracedChannel {
             request.headers_mut().insert(REQUEST_ID_HEADER, request_id);
         }
         // Generated clients call only the methods of their own service: the path is a known one.
-        let (service, method) = split_path(request.uri().path());
-        let mut record = ClientCall::start(self.peer, MethodNames::new(service, method), &self.metrics);
+        let mut record = ClientCall::start(self.peer, MethodNames::of_client_path(request.uri().path()), &self.metrics);
         record.inject(request.headers_mut());
         let call = self.inner.call(request);
         async move {
@@ -74,12 +73,6 @@ impl Service<http::Request<Body>> for TracedChannel {
         }
         .boxed()
     }
-}
-
-fn split_path(path: &str) -> (&str, &str) {
-    path.strip_prefix('/')
-        .and_then(|rest| rest.split_once('/'))
-        .unwrap_or(("unknown", "unknown"))
 }
 
 /// One outgoing call until its status is known: its duration goes into
@@ -112,11 +105,11 @@ impl ClientCall {
                 let mut attributes = Vec::with_capacity(5);
                 attributes.extend([
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", names.service.clone()),
-                    KeyValue::new("rpc.method", names.method.clone()),
+                    KeyValue::new("rpc.service", names.service),
+                    KeyValue::new("rpc.method", names.method),
                     KeyValue::new("server.address", dependency),
                 ]);
-                (names.span_name.clone(), attributes)
+                (names.span_name, attributes)
             }),
             names,
             finished: false,
@@ -138,8 +131,8 @@ impl ClientCall {
         }
         let labels = ClientCallLabels {
             dependency: self.dependency,
-            rpc_service: self.names.service.to_string(),
-            rpc_method: self.names.method.to_string(),
+            rpc_service: self.names.service,
+            rpc_method: self.names.method,
             rpc_grpc_status_code: code as i32,
         };
         self.metrics

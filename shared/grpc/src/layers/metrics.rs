@@ -8,13 +8,14 @@
 //! When the process exports traces, each observation carries the call's trace
 //! id as an OpenMetrics exemplar, so a latency bucket links to a trace.
 
+use std::fmt::Write as _;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt};
 use http::HeaderMap;
 use opentelemetry::trace::TraceContextExt as _;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,21 +32,32 @@ const DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabels {
-    rpc_service: String,
-    rpc_method: String,
+    rpc_service: &'static str,
+    rpc_method: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CallLabels {
-    rpc_service: String,
-    rpc_method: String,
+    rpc_service: &'static str,
+    rpc_method: &'static str,
     rpc_grpc_status_code: i32,
 }
 
 /// The exemplar of a duration observation: the trace it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TraceExemplar {
-    trace_id: String,
+    trace_id: HexTraceId,
+}
+
+/// A trace id, written as the 32 hex digits of W3C and OTLP when the metrics
+/// are scraped: every call keeps an exemplar, few of them are ever read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct HexTraceId(opentelemetry::TraceId);
+
+impl EncodeLabelValue for HexTraceId {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        write!(encoder, "{:032x}", self.0)
+    }
 }
 
 impl TraceExemplar {
@@ -58,7 +70,7 @@ impl TraceExemplar {
             let span = context.span();
             let ids = span.span_context();
             (ids.is_valid() && ids.is_sampled()).then(|| Self {
-                trace_id: ids.trace_id().to_string(),
+                trace_id: HexTraceId(ids.trace_id()),
             })
         })
     }
@@ -99,8 +111,8 @@ impl RpcServerMetrics {
     fn labels_for(&self, path: &str) -> MethodLabels {
         let names = self.known_methods.names(path);
         MethodLabels {
-            rpc_service: names.service.to_string(),
-            rpc_method: names.method.to_string(),
+            rpc_service: names.service,
+            rpc_method: names.method,
         }
     }
 }
@@ -197,8 +209,8 @@ impl CallRecorder {
         // Dropped before any status: the client cancelled or the connection broke.
         let code = self.status.unwrap_or(Code::Cancelled);
         let call = CallLabels {
-            rpc_service: self.labels.rpc_service.clone(),
-            rpc_method: self.labels.rpc_method.clone(),
+            rpc_service: self.labels.rpc_service,
+            rpc_method: self.labels.rpc_method,
             rpc_grpc_status_code: code as i32,
         };
         self.metrics
@@ -237,12 +249,24 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = RpcServerMetrics::register(&mut registry, ["/suite.user.v1.UserService/GetUser".to_owned()]);
         let known = metrics.labels_for("/suite.user.v1.UserService/GetUser");
-        assert_eq!(
-            (known.rpc_service.as_str(), known.rpc_method.as_str()),
-            ("suite.user.v1.UserService", "GetUser")
-        );
+        assert_eq!((known.rpc_service, known.rpc_method), ("suite.user.v1.UserService", "GetUser"));
         let unknown = metrics.labels_for("/made.up.Service/Method");
-        assert_eq!((unknown.rpc_service.as_str(), unknown.rpc_method.as_str()), ("unknown", "unknown"));
+        assert_eq!((unknown.rpc_service, unknown.rpc_method), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn exemplars_carry_the_trace_id_as_w3c_writes_it() {
+        let mut registry = Registry::default();
+        let histogram = DurationHistogram::new(DURATION_BUCKETS.into_iter());
+        registry.register("call_duration_seconds", "Call durations.", histogram.clone());
+        let trace_id = HexTraceId(opentelemetry::TraceId::from(0x00f0_67aa_u128));
+        histogram.observe(0.002, Some(TraceExemplar { trace_id }), None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains(r#"call_duration_seconds_bucket{le="0.0025"} 1 # {trace_id="00000000000000000000000000f067aa"} 0.002"#),
+            "{text}"
+        );
     }
 
     #[test]

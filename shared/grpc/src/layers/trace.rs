@@ -111,8 +111,8 @@ where
             }
         };
         let path = request.uri().path();
-        let names = self.layer.known_methods.names(path).clone();
-        let (service, method) = (&*names.service, &*names.method);
+        let names = *self.layer.known_methods.names(path);
+        let (service, method) = (names.service, names.method);
         // Fields for the call's log lines only; its OpenTelemetry span is made directly below.
         let log_span = tracing::info_span!(
             suite_telemetry::REQUEST_LOG_SPAN,
@@ -126,15 +126,15 @@ where
                 let mut attributes = Vec::with_capacity(7);
                 attributes.extend([
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", names.service.clone()),
-                    KeyValue::new("rpc.method", names.method.clone()),
+                    KeyValue::new("rpc.service", names.service),
+                    KeyValue::new("rpc.method", names.method),
                     KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
                 ]);
                 if let Some(peer) = request.extensions().get::<PeerInfo>() {
                     attributes.push(KeyValue::new("network.peer.address", peer.remote_ip.clone()));
                     attributes.push(KeyValue::new("network.peer.port", i64::from(peer.remote_addr.port())));
                 }
-                (names.span_name.clone(), attributes)
+                (names.span_name, attributes)
             });
             (span.as_ref().map(|span| span.context().clone()), span)
         } else {
