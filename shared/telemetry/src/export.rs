@@ -24,7 +24,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::otlp::{Envelope, FinishedSpan, OtlpExporter, encode_request};
+use crate::otlp::{Envelope, FinishedSpan, OtlpExporter, frame_request, request_room};
 use crate::queue::SpanQueue;
 use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
 use crate::{RateLimitedLog, TelemetryError, accounting, spans};
@@ -67,7 +67,11 @@ impl TraceExport {
             ])
             .build();
         let envelope = Envelope::new(&resource, &InstrumentationScope::builder(SCOPE).build());
-        let queue = Arc::new(SpanQueue::new(config.max_queue_size, config.max_export_batch_size));
+        let queue = Arc::new(SpanQueue::new(
+            config.max_queue_size,
+            config.max_export_batch_size,
+            request_room(&envelope),
+        ));
         let schedule_delay = config.schedule_delay;
 
         let (built_tx, built_rx) = std::sync::mpsc::channel();
@@ -176,8 +180,7 @@ impl BatchExport {
     /// Full batches; with `partial`, the one being filled too.
     async fn send_queued(&self, partial: bool) {
         while let Some(batch) = self.queue.take(partial) {
-            let request = encode_request(&self.envelope, &batch.spans);
-            drop(batch.spans);
+            let request = frame_request(&self.envelope, batch.spans, self.queue.room());
             let result = self.exporter.send(request).await;
             accounting::export_finished(batch.count, result.is_ok());
             if let Err(error) = result

@@ -1,53 +1,81 @@
 //! OTLP/gRPC span export: finished spans are written straight into the
 //! protobuf bytes of `opentelemetry.proto.trace.v1.Span` messages as they end
-//! ([`encode_span`]), queued as bytes, and wrapped into an
-//! `ExportTraceServiceRequest` per batch ([`encode_request`]) that goes out as it is.
+//! ([`encode_span`]), queued as bytes, and framed as an
+//! `ExportTraceServiceRequest` per batch ([`frame_request`]) that goes out as it is.
 //!
 //! opentelemetry-otlp's exporter first copies every span into the generated
 //! protobuf structs (an allocation per attribute key, value and id), then has
 //! prost measure and write them; measured in the gateway benchmark, that was
 //! most of the CPU the export threads took. Here a span is written once, the
-//! resource and scope once per process, and the request goes out on a lazy
-//! tonic channel.
+//! resource and scope once per process, and the request goes out from the
+//! buffer the spans were written into, on a lazy tonic channel.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf as _, BufMut as _, Bytes};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
+use tower::{Service as _, ServiceExt as _};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Sends encoded requests to a collector's TraceService.
+/// Sends framed requests to a collector's TraceService.
+///
+/// The request is one buffer already in gRPC framing ([`frame_request`]), so
+/// it goes to the channel as an HTTP body of that one buffer: tonic's codec
+/// would copy it once more into a buffer of its own.
 #[derive(Debug, Clone)]
 pub(crate) struct OtlpExporter {
-    client: tonic::client::Grpc<Channel>,
+    channel: Channel,
 }
 
 impl OtlpExporter {
     pub(crate) fn new(channel: Channel) -> Self {
-        Self {
-            client: tonic::client::Grpc::new(channel),
-        }
+        Self { channel }
     }
 
-    /// Sends one `ExportTraceServiceRequest` written by [`encode_request`].
-    pub(crate) async fn send(&self, request: Vec<u8>) -> Result<(), String> {
-        let mut client = self.client.clone();
-        client.ready().await.map_err(|error| format!("collector unreachable: {error}"))?;
-        client
-            .unary(
-                tonic::Request::new(Bytes::from(request)),
-                http::uri::PathAndQuery::from_static(EXPORT_PATH),
-                RawMessages,
-            )
+    /// Sends one request framed by [`frame_request`]; the (empty) response is not read.
+    pub(crate) async fn send(&self, message: Bytes) -> Result<(), String> {
+        let mut channel = self.channel.clone();
+        let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(message)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static(EXPORT_PATH);
+        let headers = request.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        let unreachable = |error: tonic::transport::Error| format!("collector unreachable: {error}");
+        channel.ready().await.map_err(unreachable)?;
+        let response = channel.call(request).await.map_err(unreachable)?;
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("export refused: HTTP status {}", response.status()));
+        }
+        // A refusal usually comes trailers-only, its status in the headers.
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            return refused(&status);
+        }
+        let trailers = response
+            .into_body()
+            .collect()
             .await
-            .map(drop)
-            .map_err(|status| format!("export refused: {status}"))
+            .map_err(|status| format!("export refused: {status}"))?
+            .trailers()
+            .and_then(tonic::Status::from_header_map);
+        match trailers {
+            Some(status) => refused(&status),
+            None => Err("export refused: the collector's answer had no gRPC status".to_owned()),
+        }
+    }
+}
+
+fn refused(status: &tonic::Status) -> Result<(), String> {
+    if status.code() == tonic::Code::Ok {
+        Ok(())
+    } else {
+        Err(format!("export refused: {:?} {:?}", status.code(), status.message()))
     }
 }
 
@@ -82,23 +110,42 @@ impl Envelope {
     }
 }
 
-/// `ExportTraceServiceRequest` with one `ResourceSpans` holding one
-/// `ScopeSpans`, around `spans`: `Span` messages each written by [`encode_span`].
-/// Every length is known up front, so the spans are copied once.
-pub(crate) fn encode_request(envelope: &Envelope, spans: &[u8]) -> Vec<u8> {
-    let scope_spans_len = field_len(1, envelope.scope.len()) + spans.len() + string_len(3, &envelope.scope_schema_url);
+/// Bytes to keep in front of a batch's spans for [`frame_request`]: the gRPC
+/// message prefix, and the envelope with the two lengths around the spans
+/// (at most ten bytes of varint each).
+pub(crate) fn request_room(envelope: &Envelope) -> usize {
+    GRPC_PREFIX_LEN + 2 * (1 + MAX_VARINT_LEN) + field_len(1, envelope.resource.len()) + field_len(1, envelope.scope.len())
+}
+
+/// The gRPC message of one `ExportTraceServiceRequest` (one `ResourceSpans`
+/// holding one `ScopeSpans`) around the spans of `batch`, each written by
+/// [`encode_span`] after the first `room` bytes ([`request_room`]). The
+/// framing is written into that room, just in front of the spans, so the
+/// spans are never copied: the message goes out from where they were encoded.
+pub(crate) fn frame_request(envelope: &Envelope, mut batch: Vec<u8>, room: usize) -> Bytes {
+    let spans_len = batch.len() - room;
+    let scope_spans_len = field_len(1, envelope.scope.len()) + spans_len + string_len(3, &envelope.scope_schema_url);
     let resource_spans_len =
         field_len(1, envelope.resource.len()) + field_len(2, scope_spans_len) + string_len(3, &envelope.resource_schema_url);
-    let mut request = Vec::with_capacity(field_len(1, resource_spans_len));
-    length_prefix(&mut request, 1, resource_spans_len);
-    bytes(&mut request, 1, &envelope.resource);
-    length_prefix(&mut request, 2, scope_spans_len);
-    bytes(&mut request, 1, &envelope.scope);
-    request.extend_from_slice(spans);
-    string(&mut request, 3, &envelope.scope_schema_url);
-    string(&mut request, 3, &envelope.resource_schema_url);
-    request
+    let request_len = field_len(1, resource_spans_len);
+
+    let mut prefix = Vec::with_capacity(room);
+    // Not compressed, then the message's length: the gRPC message prefix.
+    prefix.push(0);
+    prefix.extend_from_slice(&u32::try_from(request_len).unwrap_or(u32::MAX).to_be_bytes());
+    length_prefix(&mut prefix, 1, resource_spans_len);
+    bytes(&mut prefix, 1, &envelope.resource);
+    length_prefix(&mut prefix, 2, scope_spans_len);
+    bytes(&mut prefix, 1, &envelope.scope);
+    let start = room - prefix.len();
+    batch[start..room].copy_from_slice(&prefix);
+    string(&mut batch, 3, &envelope.scope_schema_url);
+    string(&mut batch, 3, &envelope.resource_schema_url);
+    Bytes::from(batch).slice(start..)
 }
+
+const GRPC_PREFIX_LEN: usize = 5;
+const MAX_VARINT_LEN: usize = 10;
 
 /// One finished span, whoever recorded it: the fields of an OTLP `Span`.
 #[derive(Debug)]
@@ -418,46 +465,6 @@ fn fixed32(buf: &mut Vec<u8>, field: u32, value: u32) {
     }
 }
 
-/// Messages as encoded bytes: the request is written above, the (empty)
-/// `ExportTraceServiceResponse` is not read.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawMessages;
-
-impl Codec for RawMessages {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self {
-        *self
-    }
-}
-
-impl Encoder for RawMessages {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawMessages {
-    type Item = ();
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -570,12 +577,13 @@ mod tests {
             .with_attributes([KeyValue::new("deployment.environment", "test")])
             .with_schema_url([], "https://opentelemetry.io/schemas/1.30.0")
             .build();
-        let mut spans = Vec::new();
+        let envelope = Envelope::new(&resource, &scope);
+        let mut spans = vec![0; request_room(&envelope)];
         for span in &batch {
             encode_span(&mut spans, &FinishedSpan::from(span));
         }
 
-        let ours = ExportTraceServiceRequest::decode(encode_request(&Envelope::new(&resource, &scope), &spans).as_slice()).unwrap();
+        let ours = decode_message(&frame_request(&envelope, spans, request_room(&envelope)));
         let reference = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(batch, &ResourceAttributesWithSchema::from(&resource)),
         };
@@ -589,5 +597,118 @@ mod tests {
             request
         };
         assert_eq!(sorted(ours), sorted(reference));
+    }
+
+    /// A gRPC message: not compressed, its length, then an `ExportTraceServiceRequest`.
+    fn decode_message(message: &[u8]) -> ExportTraceServiceRequest {
+        assert_eq!(message[0], 0, "not compressed");
+        let length = u32::from_be_bytes(message[1..5].try_into().unwrap());
+        assert_eq!(usize::try_from(length).unwrap(), message.len() - 5);
+        ExportTraceServiceRequest::decode(&message[5..]).unwrap()
+    }
+
+    /// The room kept in front of a batch holds the framing whatever the batch's size,
+    /// up to lengths that take four bytes of varint.
+    #[test]
+    fn batches_of_any_size_are_framed_in_their_room() {
+        let scope = InstrumentationScope::builder("suite").build();
+        let resource = Resource::builder_empty().with_service_name("user-service").build();
+        let envelope = Envelope::new(&resource, &scope);
+        let room = request_room(&envelope);
+        let span = span("GetUser", &scope, Status::Unset, None);
+        for count in [0, 1, 60, 8_000] {
+            let mut spans = vec![0; room];
+            for _ in 0..count {
+                encode_span(&mut spans, &FinishedSpan::from(&span));
+            }
+            let request = decode_message(&frame_request(&envelope, spans, room));
+            let scope_spans = &request.resource_spans[0].scope_spans[0];
+            assert_eq!(scope_spans.spans.len(), count);
+            assert_eq!(scope_spans.scope.as_ref().unwrap().name, "suite");
+        }
+    }
+
+    /// How a collector answered an export, for [`a_collectors_answer_decides_whether_an_export_succeeded`].
+    #[derive(Debug, Clone, Copy)]
+    enum Answer {
+        Accepted,
+        RefusedTrailersOnly,
+        RefusedAfterTheMessage,
+        NoStatus,
+        HttpError,
+    }
+
+    /// A collector that answers every call the same way.
+    #[derive(Debug, Clone, Copy)]
+    struct Collector(Answer);
+
+    impl tonic::server::NamedService for Collector {
+        const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Collector {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            assert_eq!(request.uri().path(), EXPORT_PATH);
+            assert_eq!(request.headers()["content-type"], "application/grpc");
+            let trailers = |code: &'static str| {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static(code));
+                trailers
+            };
+            let frames = |trailers: Option<http::HeaderMap>| {
+                let mut frames = vec![Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(&[
+                    0, 0, 0, 0, 0,
+                ])))];
+                frames.extend(trailers.map(|trailers| Ok(http_body::Frame::trailers(trailers))));
+                tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
+            };
+            let grpc = http::Response::builder().header("content-type", "application/grpc");
+            let response = match self.0 {
+                Answer::Accepted => grpc.body(frames(Some(trailers("0")))),
+                Answer::RefusedTrailersOnly => grpc.header("grpc-status", "14").body(tonic::body::Body::empty()),
+                Answer::RefusedAfterTheMessage => grpc.body(frames(Some(trailers("8")))),
+                Answer::NoStatus => grpc.body(frames(None)),
+                Answer::HttpError => http::Response::builder().status(503).body(tonic::body::Body::empty()),
+            };
+            std::future::ready(Ok(response.unwrap()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_collectors_answer_decides_whether_an_export_succeeded() {
+        let envelope = Envelope::new(&Resource::builder_empty().build(), &InstrumentationScope::builder("suite").build());
+        let room = request_room(&envelope);
+        for (answer, expected) in [
+            (Answer::Accepted, None),
+            (Answer::RefusedTrailersOnly, Some("Unavailable")),
+            (Answer::RefusedAfterTheMessage, Some("ResourceExhausted")),
+            (Answer::NoStatus, Some("no gRPC status")),
+            (Answer::HttpError, Some("HTTP status 503")),
+        ] {
+            let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let address = incoming.local_addr().unwrap();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(Collector(answer))
+                    .serve_with_incoming(incoming),
+            );
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect_lazy();
+            let result = OtlpExporter::new(channel).send(frame_request(&envelope, vec![0; room], room)).await;
+            match expected {
+                None => assert_eq!(result, Ok(()), "{answer:?}"),
+                Some(reason) => assert!(result.as_ref().is_err_and(|error| error.contains(reason)), "{answer:?}: {result:?}"),
+            }
+            server.abort();
+        }
     }
 }

@@ -16,9 +16,10 @@ use tokio::sync::Notify;
 use crate::accounting;
 use crate::otlp::{self, FinishedSpan};
 
-/// Encoded `Span` messages, ready to be wrapped into one export request.
+/// Encoded `Span` messages, ready to be framed into one export request.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
+    /// `room` bytes kept for the request's framing ([`otlp::frame_request`]), then the spans.
     pub(crate) spans: Vec<u8>,
     pub(crate) count: usize,
 }
@@ -30,6 +31,9 @@ pub(crate) struct SpanQueue {
     batch_full: Notify,
     max_queued: usize,
     batch_size: usize,
+    /// Bytes kept in front of each batch, so the export request is framed around
+    /// the spans where they lie instead of being copied into a new buffer.
+    room: usize,
 }
 
 #[derive(Debug, Default)]
@@ -44,13 +48,19 @@ struct State {
 }
 
 impl SpanQueue {
-    pub(crate) fn new(max_queued: usize, batch_size: usize) -> Self {
+    pub(crate) fn new(max_queued: usize, batch_size: usize, room: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             batch_full: Notify::new(),
             max_queued: max_queued.max(1),
             batch_size: batch_size.clamp(1, max_queued.max(1)),
+            room,
         }
+    }
+
+    /// Bytes kept in front of the spans of every batch.
+    pub(crate) fn room(&self) -> usize {
+        self.room
     }
 
     /// Queues `span`, or drops and counts it when the queue is full or closed.
@@ -61,11 +71,12 @@ impl SpanQueue {
             accounting::dropped(1);
             return;
         }
-        if state.filling.spans.capacity() == 0 {
+        if state.filling.count == 0 {
             // Room for a batch like the last one up front: growing it span by span would
             // copy it several times, and each large allocation costs the allocator more.
-            let room = state.last_batch_bytes.max(self.batch_size * 256);
-            state.filling.spans.reserve(room + room / 8);
+            let expected = state.last_batch_bytes.max(self.room + self.batch_size * 256);
+            state.filling.spans.reserve(expected + expected / 8);
+            state.filling.spans.resize(self.room, 0);
         }
         otlp::encode_span(&mut state.filling.spans, span);
         state.filling.count += 1;
@@ -138,7 +149,7 @@ mod tests {
 
     #[test]
     fn full_batches_come_first_and_a_partial_one_only_when_asked() {
-        let queue = SpanQueue::new(10, 3);
+        let queue = SpanQueue::new(10, 3, 0);
         for _ in 0..4 {
             push_one(&queue);
         }
@@ -150,7 +161,7 @@ mod tests {
 
     #[test]
     fn past_the_bound_spans_are_dropped_and_counted_until_batches_are_taken() {
-        let queue = SpanQueue::new(4, 2);
+        let queue = SpanQueue::new(4, 2, 0);
         let dropped_before = accounting::span_export_stats().dropped;
         for _ in 0..6 {
             push_one(&queue);
@@ -168,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_batch_wakes_the_exporter() {
-        let queue = std::sync::Arc::new(SpanQueue::new(8, 2));
+        let queue = std::sync::Arc::new(SpanQueue::new(8, 2, 0));
         let waiter = tokio::spawn({
             let queue = queue.clone();
             async move {

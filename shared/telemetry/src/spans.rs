@@ -192,13 +192,14 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::otlp::{Envelope, encode_request};
+    use crate::otlp::{Envelope, frame_request, request_room};
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     /// Spans reach their recorder by a `'static` reference, as they reach the installed one.
     fn recorder(sampler: Sampler) -> &'static Recorder {
-        Box::leak(Box::new(Recorder::new(sampler, Arc::new(SpanQueue::new(64, 64)))))
+        let room = request_room(&envelope());
+        Box::leak(Box::new(Recorder::new(sampler, Arc::new(SpanQueue::new(64, 64, room)))))
     }
 
     /// What the recorder queued, as a collector would decode it.
@@ -206,9 +207,13 @@ mod tests {
         let Some(batch) = recorder.queue.take(true) else {
             return Vec::new();
         };
-        let envelope = Envelope::new(&Resource::builder_empty().build(), &InstrumentationScope::builder("suite").build());
-        let request = ExportTraceServiceRequest::decode(encode_request(&envelope, &batch.spans).as_slice()).unwrap();
+        let message = frame_request(&envelope(), batch.spans, recorder.queue.room());
+        let request = ExportTraceServiceRequest::decode(&message[5..]).unwrap();
         request.resource_spans[0].scope_spans[0].spans.clone()
+    }
+
+    fn envelope() -> Envelope {
+        Envelope::new(&Resource::builder_empty().build(), &InstrumentationScope::builder("suite").build())
     }
 
     fn caller(traceparent: &'static str) -> Context {
