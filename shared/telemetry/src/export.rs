@@ -3,7 +3,7 @@
 //! Finished spans are encoded into a bounded queue as they end ([`SpanQueue`]):
 //! direct spans by [`spans::DirectSpan`], `tracing` spans (through the
 //! tracing-opentelemetry bridge and the SDK) by [`QueueProcessor`]. One task
-//! drains it, a batch at a time, on a one-thread tokio runtime of its own
+//! drains it, sending the batches waiting together, on a one-thread tokio runtime of its own
 //! ("otel-export"), so exports neither run on a service's runtime (the
 //! gateway's is a single thread) nor depend on it still running during
 //! shutdown. A full queue drops spans (never waits), so a collector that is
@@ -25,7 +25,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, Span
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::otlp::{Envelope, FinishedSpan, OtlpExporter, frame_request, request_room};
-use crate::queue::SpanQueue;
+use crate::queue::{Batch, SpanQueue};
 use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
 use crate::{RateLimitedLog, TelemetryError, accounting, spans};
 
@@ -177,17 +177,27 @@ impl BatchExport {
         }
     }
 
-    /// Full batches; with `partial`, the one being filled too.
+    /// Full batches; with `partial`, the one being filled too. The batches
+    /// waiting are sent together, as concurrent calls on the one connection,
+    /// so their answers are awaited once.
     async fn send_queued(&self, partial: bool) {
-        while let Some(batch) = self.queue.take(partial) {
-            let request = frame_request(&self.envelope, batch.spans, self.queue.room());
-            let result = self.exporter.send(request).await;
-            accounting::export_finished(batch.count, result.is_ok());
-            if let Err(error) = result
-                && let Some(suppressed) = self.failures.should_log()
-            {
-                tracing::warn!(%error, spans = batch.count, failures_not_logged = suppressed, "trace export failed; its spans are lost");
+        loop {
+            let waiting: Vec<Batch> = std::iter::from_fn(|| self.queue.take(partial)).collect();
+            if waiting.is_empty() {
+                return;
             }
+            futures::future::join_all(waiting.into_iter().map(|batch| self.send(batch))).await;
+        }
+    }
+
+    async fn send(&self, batch: Batch) {
+        let request = frame_request(&self.envelope, batch.spans, self.queue.room());
+        let result = self.exporter.send(request).await;
+        accounting::export_finished(batch.count, result.is_ok());
+        if let Err(error) = result
+            && let Some(suppressed) = self.failures.should_log()
+        {
+            tracing::warn!(%error, spans = batch.count, failures_not_logged = suppressed, "trace export failed; its spans are lost");
         }
     }
 }

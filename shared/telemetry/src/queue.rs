@@ -4,9 +4,10 @@
 //! thread that ended it, under a short lock: no span record is built, moved
 //! through a channel or freed on another thread (the SDK's batch processor did
 //! all three, which cost more than the export itself). A batch that reaches
-//! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans is set aside for the export task and
-//! wakes it; past `OTEL_BSP_MAX_QUEUE_SIZE` spans waiting, new ones are dropped
-//! and counted, so a collector that is down or slow never makes a request wait.
+//! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans is set aside for the export task,
+//! which is woken once two batches wait (sooner if waiting could drop spans);
+//! past `OTEL_BSP_MAX_QUEUE_SIZE` spans waiting, new ones are dropped and
+//! counted, so a collector that is down or slow never makes a request wait.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -23,6 +24,9 @@ pub(crate) struct Batch {
     pub(crate) spans: Vec<u8>,
     pub(crate) count: usize,
 }
+
+/// Full batches that wake the export task, when the queue has room to wait for them.
+const BATCHES_PER_WAKE: usize = 2;
 
 #[derive(Debug)]
 pub(crate) struct SpanQueue {
@@ -85,12 +89,19 @@ impl SpanQueue {
             let full = std::mem::take(&mut state.filling);
             state.last_batch_bytes = full.spans.len();
             state.full.push_back(full);
+            // Each wake of the export thread costs a few context switches and a wait for the
+            // collector's answer, as much as sending the batch itself: it is woken once two
+            // batches wait, and sends them together; sooner when the next batch could not fill
+            // without dropping spans.
+            let wake = state.full.len() >= BATCHES_PER_WAKE || state.queued + self.batch_size > self.max_queued;
             drop(state);
-            self.batch_full.notify_one();
+            if wake {
+                self.batch_full.notify_one();
+            }
         }
     }
 
-    /// Waits until a batch fills up or the queue is closed.
+    /// Waits until batches are full enough to send (see [`Self::push`]) or the queue is closed.
     pub(crate) async fn batch_filled(&self) {
         self.batch_full.notified().await;
     }
@@ -178,8 +189,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_batch_wakes_the_exporter() {
+    async fn full_batches_wake_the_exporter_two_at_a_time() {
         let queue = std::sync::Arc::new(SpanQueue::new(8, 2, 0));
+        let waiter = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                queue.batch_filled().await;
+                [queue.take(false), queue.take(false), queue.take(false)].map(|batch| batch.map(|batch| batch.count))
+            }
+        });
+        for _ in 0..2 {
+            push_one(&queue);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "one full batch waits for another while there is room");
+        for _ in 0..2 {
+            push_one(&queue);
+        }
+        assert_eq!(waiter.await.unwrap(), [Some(2), Some(2), None]);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_wakes_the_exporter_when_waiting_could_drop_spans() {
+        // Room for six spans: once four wait, the next batch of four could not fill.
+        let queue = std::sync::Arc::new(SpanQueue::new(6, 4, 0));
         let waiter = tokio::spawn({
             let queue = queue.clone();
             async move {
@@ -187,8 +220,9 @@ mod tests {
                 queue.take(false).map(|batch| batch.count)
             }
         });
-        push_one(&queue);
-        push_one(&queue);
-        assert_eq!(waiter.await.unwrap(), Some(2));
+        for _ in 0..4 {
+            push_one(&queue);
+        }
+        assert_eq!(waiter.await.unwrap(), Some(4));
     }
 }
