@@ -17,7 +17,8 @@ What a run does:
 4. creates one user through the gateway and warms every path;
 5. runs h2load (Debian nghttp2-client) with one gRPC GetUser request body for every
    scenario: 4 connections x 32 streams, then 1 connection x 1 stream; for each,
-   --rounds rounds of gateway then nginx (and direct), each a warm-up then a measured
+   --rounds rounds of gateway then nginx (and direct; the order reversed every other
+   round, so a drift in the machine's speed falls on every target alike), each a warm-up then a measured
    window; latencies come from h2load's per-request log (p50, p99 over the window);
 6. records the CPU each proxy used per request, and what ran behind it (its user service,
    and for gateway-traced the trace sink too), from /proc over the measured window;
@@ -400,7 +401,10 @@ def main():
         results = []
         for connections, streams in ((4, 32), (1, 1)):
             for round_index in range(args.rounds):
-                for name in args.targets.split(","):
+                # Every other round runs the targets in reverse (A B, B A, ...): the machine's speed
+                # drifts, and a fixed order would hand that drift to whichever target runs second.
+                order = args.targets.split(",")
+                for name in order if round_index % 2 == 0 else order[::-1]:
                     url, payload, headers, pids, behind, codes = targets[name]
                     log(f"{name} {connections}x{streams} round {round_index + 1}: {args.warmup_seconds}s + {args.seconds}s")
                     result = h2load(url, payload, headers, connections, streams, args.warmup_seconds, args.seconds,
@@ -421,7 +425,7 @@ def main():
 
         print(f"### Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
         print(f"h2load, {args.warmup_seconds} s warm-up + {args.seconds} s measured per row, {args.rounds} rounds, "
-              f"order {args.targets.replace(',', ', ')} per round; gateway worker threads: "
+              f"order {args.targets.replace(',', ', ')}, reversed every other round; gateway worker threads: "
               f"{'its default (1)' if args.gateway_threads is None else args.gateway_threads}; nginx worker processes: 2.\n")
         print("| target | connections x streams | round | req/s | p50 ms | p99 ms | proxy CPU µs/req | behind it CPU µs/req |")
         print("|---|---|---|---:|---:|---:|---:|---:|")
