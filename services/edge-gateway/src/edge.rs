@@ -120,10 +120,7 @@ impl EdgeConfig {
         received_at: Instant,
     ) -> Result<http::Response<Body>, GatewayError> {
         let path = request.uri().path().to_owned();
-        let service = path
-            .strip_prefix('/')
-            .and_then(|rest| rest.split_once('/'))
-            .map_or("", |(service, _)| service);
+        let service = suite_grpc::split_method_path(&path).map_or("", |(service, _)| service);
         // Only the gateway says who the end user is.
         let headers = request.headers_mut();
         headers.remove(SUBJECT_HEADER);

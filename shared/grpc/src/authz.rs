@@ -104,7 +104,7 @@ impl MethodSelector {
 }
 
 fn service_of(path: &str) -> Option<&str> {
-    path.strip_prefix('/')?.split_once('/').map(|(service, _)| service)
+    crate::methods::split_method_path(path).map(|(service, _)| service)
 }
 
 #[derive(Debug, Clone)]

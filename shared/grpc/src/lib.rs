@@ -24,7 +24,7 @@ pub use config::ServerConfig;
 pub use connection::{PeerInfo, peer_identity};
 pub use end_user::{AccessDenied, Principal};
 pub use healthcheck::{HealthCheckArgs, health_check};
-pub use methods::{KnownMethods, MethodNames, method_paths};
+pub use methods::{KnownMethods, MethodNames, method_paths, split_method_path};
 pub use page_token::PageTokens;
 pub use security::{SecurityArgs, SecurityError, Transport};
 pub use server::{GrpcServer, LIVENESS_SERVICE, Listeners, RouteService, ServeError, shutdown_signal};

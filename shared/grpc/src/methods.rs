@@ -57,14 +57,16 @@ impl MethodNames {
         if let Some(names) = BY_PATH.read().unwrap_or_else(PoisonError::into_inner).get(path) {
             return *names;
         }
-        let (service, method) = path
-            .strip_prefix('/')
-            .and_then(|rest| rest.split_once('/'))
-            .unwrap_or((UNKNOWN, UNKNOWN));
+        let (service, method) = split_method_path(path).unwrap_or((UNKNOWN, UNKNOWN));
         let names = Self::new(service, method);
         BY_PATH.write().unwrap_or_else(PoisonError::into_inner).insert(intern(path), names);
         names
     }
+}
+
+/// `package.Service` and `Method` of a `/package.Service/Method` path; `None` for any other shape.
+pub fn split_method_path(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')?.split_once('/')
 }
 
 /// `text` as a string that lives as long as the process, kept once however
@@ -103,7 +105,7 @@ impl KnownMethods {
         let by_path = paths
             .into_iter()
             .filter_map(|path| {
-                let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+                let (service, method) = split_method_path(&path)?;
                 let names = MethodNames::new(service, method);
                 Some((path, names))
             })

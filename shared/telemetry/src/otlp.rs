@@ -55,7 +55,7 @@ impl OtlpExporter {
         }
         // A refusal usually comes trailers-only, its status in the headers.
         if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-            return refused(&status);
+            return export_outcome(&status);
         }
         let trailers = response
             .into_body()
@@ -65,13 +65,14 @@ impl OtlpExporter {
             .trailers()
             .and_then(tonic::Status::from_header_map);
         match trailers {
-            Some(status) => refused(&status),
+            Some(status) => export_outcome(&status),
             None => Err("export refused: the collector's answer had no gRPC status".to_owned()),
         }
     }
 }
 
-fn refused(status: &tonic::Status) -> Result<(), String> {
+/// What the collector's gRPC status says of an export: OK, or why it was refused.
+fn export_outcome(status: &tonic::Status) -> Result<(), String> {
     if status.code() == tonic::Code::Ok {
         Ok(())
     } else {

@@ -188,16 +188,20 @@ mod tests {
         assert!(queue.take(true).is_none(), "a closed queue takes no more spans");
     }
 
+    /// An export task: once woken, it takes `takes` full batches (or finds none) and
+    /// returns their sizes.
+    fn exporter_taking(queue: &std::sync::Arc<SpanQueue>, takes: usize) -> tokio::task::JoinHandle<Vec<Option<usize>>> {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            queue.batch_filled().await;
+            (0..takes).map(|_| queue.take(false).map(|batch| batch.count)).collect()
+        })
+    }
+
     #[tokio::test]
     async fn full_batches_wake_the_exporter_two_at_a_time() {
         let queue = std::sync::Arc::new(SpanQueue::new(8, 2, 0));
-        let waiter = tokio::spawn({
-            let queue = queue.clone();
-            async move {
-                queue.batch_filled().await;
-                [queue.take(false), queue.take(false), queue.take(false)].map(|batch| batch.map(|batch| batch.count))
-            }
-        });
+        let waiter = exporter_taking(&queue, 3);
         for _ in 0..2 {
             push_one(&queue);
         }
@@ -213,16 +217,10 @@ mod tests {
     async fn a_full_batch_wakes_the_exporter_when_waiting_could_drop_spans() {
         // Room for six spans: once four wait, the next batch of four could not fill.
         let queue = std::sync::Arc::new(SpanQueue::new(6, 4, 0));
-        let waiter = tokio::spawn({
-            let queue = queue.clone();
-            async move {
-                queue.batch_filled().await;
-                queue.take(false).map(|batch| batch.count)
-            }
-        });
+        let waiter = exporter_taking(&queue, 1);
         for _ in 0..4 {
             push_one(&queue);
         }
-        assert_eq!(waiter.await.unwrap(), Some(4));
+        assert_eq!(waiter.await.unwrap(), [Some(4)]);
     }
 }
