@@ -63,7 +63,7 @@ bench-orders *ARGS:
     cargo build --release -p user-service -p order-service -p suite-tests --bins
     target/release/order-bench {{ARGS}}
 
-# GetUser through the edge gateway and through nginx grpc_pass (h2load, both installed from Debian packages into .tools/); `--targets gateway,gateway-traced` compares trace export on and off instead; figures go in BENCHMARKS.md.
+# GetUser through the edge gateway and through nginx grpc_pass (h2load, both installed from Debian packages into .tools/); `--targets gateway,gateway-traced,gateway-sampled` compares trace export at 100% and 10% sampling with none instead; figures go in BENCHMARKS.md.
 bench-gateway *ARGS: tools
     scripts/install-bench-tools
     cargo build --release -p user-service -p edge-gateway -p suite-devcerts --bins

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import functools
+import json
 import math
 import re
 import sys
 import time
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -54,7 +57,24 @@ EXPECTED_GRPC_CALLERS: dict[str, set[str] | None] = {
     "edge-gateway": None,  # the suite's only door: open to every source
 }
 MIGRATING_SERVICES = {"user-service", "order-service"}
-SECRET_ENV = {"DATABASE_URL", "REDIS_URL", "PAGE_TOKEN_SECRET", "JWT_HS256_SECRET"}
+# OTLP headers carry a hosted backend's API key (both names: the binary prefers the _TRACES_ one).
+OTLP_HEADER_VARS = {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"}
+SECRET_ENV = {"DATABASE_URL", "REDIS_URL", "PAGE_TOKEN_SECRET", "JWT_HS256_SECRET"} | OTLP_HEADER_VARS
+# Trace settings the binaries accept (shared/telemetry/src/tracing_config.rs); any other
+# value stops them at start-up with exit 64, so no render may hold one.
+OTLP_PROTOCOLS = {"grpc", "http/protobuf"}
+OTLP_COMPRESSIONS = {"gzip", "none"}
+SAMPLERS = {"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
+RATIO_SAMPLERS = {"traceidratio", "parentbased_traceidratio"}
+PROPAGATORS = {"tracecontext", "baggage", "none"}
+BATCH_VARS = {"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"}
+# What the charts sample with unless told otherwise: a tenth of the new traces, and the
+# caller's decision for continued ones (exporting every call costs ten times as much).
+DEFAULT_SAMPLING = ("parentbased_traceidratio", 0.1)
+# The span flush after the drain when nothing says otherwise (TELEMETRY_SHUTDOWN_TIMEOUT_MS).
+DEFAULT_SPAN_FLUSH_MS = 3000
+# Resource attributes that must come from the pod itself through the downward API.
+DOWNWARD_ATTRIBUTES = {"k8s.namespace.name": "metadata.namespace", "k8s.pod.name": "metadata.name", "service.instance.id": "metadata.name"}
 REQUIRED_LABELS = [
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -356,11 +376,17 @@ def check_rollout_and_drain(objects: list[Obj], report: Report, ctx: str) -> Non
                 report.fail(ctx, f"{dep} has no preStop sleep before SIGTERM")
                 continue
             needed = pre_stop + math.ceil(int(drain_ms) / 1000) + 1
+            # After the drain an exporting binary waits for its last spans to leave.
+            flush = ""
+            if otlp_setting(env, "ENDPOINT")[1]:
+                flush_ms = env.get("TELEMETRY_SHUTDOWN_TIMEOUT_MS", {}).get("value", str(DEFAULT_SPAN_FLUSH_MS))
+                needed += math.ceil(int(flush_ms) / 1000)
+                flush = f" + span flush {flush_ms}ms"
             grace = spec.get("terminationGracePeriodSeconds", 30)
             if grace < needed:
                 report.fail(
                     ctx,
-                    f"{dep} terminationGracePeriodSeconds {grace} < preStop {pre_stop}s + drain {drain_ms}ms + 1s: "
+                    f"{dep} terminationGracePeriodSeconds {grace} < preStop {pre_stop}s + drain {drain_ms}ms{flush} + 1s: "
                     "pods would be killed mid-drain",
                 )
             report.count("drain checks")
@@ -768,6 +794,240 @@ def check_peer_addresses(objects: list[Obj], report: Report, ctx: str) -> None:
         report.count("peer address checks")
 
 
+# ---------------------------------------------------------------- traces
+
+
+def otlp_setting(env: dict[str, dict], setting: str) -> tuple[str | None, str | None]:
+    """(variable, literal value) of an OTLP exporter setting; the binary prefers the _TRACES_ form."""
+    for name in (f"OTEL_EXPORTER_OTLP_TRACES_{setting}", f"OTEL_EXPORTER_OTLP_{setting}"):
+        if name in env:
+            return name, env[name].get("value")
+    return None, None
+
+
+def env_references(text: str) -> list[str]:
+    """The variables a value names as $(VAR), as Kubernetes expands them ($$ is a literal $)."""
+    names, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            i += 2
+        elif text.startswith("$(", i) and ")" in text[i:]:
+            end = text.index(")", i)
+            names.append(text[i + 2 : end])
+            i = end + 1
+        else:
+            i += 1
+    return names
+
+
+def mounted_file(path: str, container: dict, spec: dict) -> tuple[str, str, str] | str:
+    """(kind, name, key) of the Secret or ConfigMap entry a file path in the container reads,
+    or why it reads none."""
+    mounts = [m for m in container.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    if not mounts:
+        return "is not inside a volumeMount of the container"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    if mount.get("subPath"):
+        relative = f"{mount['subPath']}/{relative}"
+    volume = next((v for v in spec.get("volumes") or [] if v["name"] == mount["name"]), None)
+    if volume is None:
+        return f"is in mount {mount['name']}, which no volume backs"
+    for kind, name_field in (("secret", "secretName"), ("configMap", "name")):
+        if kind in volume:
+            source = volume[kind]
+            items = source.get("items")
+            key = next((i["key"] for i in items if i["path"] == relative), None) if items else relative
+            if key is None:
+                return f"is not one of the files volume {volume['name']} projects ({[i['path'] for i in items]})"
+            return kind, source.get(name_field, ""), key
+    return f"is in volume {volume['name']}, which is neither a Secret nor a ConfigMap"
+
+
+def check_env_references(objects: list[Obj], report: Report, ctx: str) -> None:
+    """Kubernetes expands $(VAR) in a value only from variables defined before it (otherwise
+    the text stays as it is), so every reference names an earlier variable of the same
+    container, and no name is defined twice."""
+    for obj in objects:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            defined: set[str] = set()
+            for entry in c.get("env") or []:
+                name = entry["name"]
+                if name in defined:
+                    report.fail(ctx, f"{obj} container {c['name']} defines {name} twice")
+                for ref in env_references(entry.get("value", "")):
+                    if ref not in defined:
+                        report.fail(ctx, f"{obj} container {c['name']} {name} references $({ref}), which is not defined before it")
+                defined.add(name)
+            report.count("env reference checks")
+
+
+def check_otlp_headers(objects: list[Obj], report: Report, ctx: str) -> None:
+    """OTLP headers (a backend's API key) only ever come from a Secret through secretKeyRef:
+    never a literal, never a ConfigMap."""
+    configmaps = {cm.name: cm for cm in by_kind(objects, "ConfigMap")}
+    for cm in configmaps.values():
+        for key, text in (cm.body.get("data") or {}).items():
+            if key in OTLP_HEADER_VARS or any(var in text for var in OTLP_HEADER_VARS):
+                report.fail(ctx, f"{cm} key {key} holds OTLP headers; they belong in a Secret")
+    for obj in objects:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for entry in c.get("env") or []:
+                if entry["name"] not in OTLP_HEADER_VARS:
+                    continue
+                ref = (entry.get("valueFrom") or {}).get("secretKeyRef") or {}
+                if "value" in entry or not (ref.get("name") and ref.get("key")):
+                    report.fail(ctx, f"{obj} sets {entry['name']} other than from a Secret (valueFrom.secretKeyRef): {entry}")
+                report.count("OTLP header checks")
+            for source in c.get("envFrom") or []:
+                cm = configmaps.get((source.get("configMapRef") or {}).get("name"))
+                if cm is not None and OTLP_HEADER_VARS & set(cm.body.get("data") or {}):
+                    report.fail(ctx, f"{obj} reads OTLP headers from {cm}")
+
+
+def check_tracing(objects: list[Obj], expected: dict[str, dict], report: Report, ctx: str, defaults: bool) -> None:
+    """What each Deployment's binary reads from OTEL_*: values it accepts (anything else exits
+    64), the settings the values ask for (`expected`, worked out from the values by
+    expected_tracing), files from the configured Secret or ConfigMap key, the pod's own
+    identity as resource; with the chart's defaults, no export and one new trace in ten."""
+    for dep in by_kind(objects, "Deployment"):
+        service = service_of(dep)
+        spec = pod_spec(dep)
+        c = spec["containers"][0]
+        env = env_of(c)
+        value = lambda name: env.get(name, {}).get("value")
+        want = expected.get(service)
+
+        if value("OTEL_SERVICE_NAME") != service:
+            report.fail(ctx, f"{dep} OTEL_SERVICE_NAME is {value('OTEL_SERVICE_NAME')!r}, not the service's name {service!r}")
+        attributes: dict[str, str] = {}
+        for pair in (value("OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
+            key, sep, text = pair.partition("=")
+            if pair.strip() and (not sep or not key.strip()):
+                report.fail(ctx, f"{dep} OTEL_RESOURCE_ATTRIBUTES entry {pair!r} is not key=value")
+            elif pair.strip():
+                attributes[key.strip()] = text.strip()
+        for attribute, field_path in DOWNWARD_ATTRIBUTES.items():
+            ref = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", attributes.get(attribute, ""))
+            source = ((env.get(ref.group(1)) or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") if ref else None
+            if source != field_path:
+                report.fail(ctx, f"{dep} resource attribute {attribute}={attributes.get(attribute)!r} is not the pod's {field_path} (downward API)")
+        if attributes.get("k8s.deployment.name", dep.name) != dep.name:
+            report.fail(ctx, f"{dep} says it is k8s.deployment.name={attributes['k8s.deployment.name']}")
+        if want is not None:
+            for key, wanted in want["resourceAttributes"].items():
+                wanted = str(wanted).lower() if isinstance(wanted, bool) else str(wanted)
+                if urllib.parse.unquote(attributes.get(key, "")) != wanted or key not in attributes:
+                    report.fail(ctx, f"{dep} resource attribute {key} is {attributes.get(key)!r}; the values ask for {wanted!r}")
+
+        sampler, arg = value("OTEL_TRACES_SAMPLER"), value("OTEL_TRACES_SAMPLER_ARG")
+        ratio = None
+        if sampler not in SAMPLERS:
+            report.fail(ctx, f"{dep} OTEL_TRACES_SAMPLER {sampler!r} is not a sampler the binary accepts")
+        elif sampler in RATIO_SAMPLERS:
+            try:
+                ratio = float(arg)
+            except (TypeError, ValueError):
+                ratio = math.nan
+            if not 0 <= ratio <= 1:
+                report.fail(ctx, f"{dep} OTEL_TRACES_SAMPLER_ARG {arg!r} is not a ratio between 0 and 1 ({sampler} needs one)")
+        if defaults and (sampler, ratio) != DEFAULT_SAMPLING:
+            report.fail(ctx, f"{dep} samples with {sampler} {arg} by default; the charts' default is {DEFAULT_SAMPLING[0]} at {DEFAULT_SAMPLING[1]}")
+        if want is not None and sampler in SAMPLERS and (sampler != want["sampler"] or (ratio is not None and ratio != float(want["samplerArg"]))):
+            report.fail(ctx, f"{dep} samples with {sampler} {arg}; the values ask for {want['sampler']} {want['samplerArg']}")
+        propagators = value("OTEL_PROPAGATORS")
+        if propagators is not None and not {p.strip() for p in propagators.split(",")} <= PROPAGATORS:
+            report.fail(ctx, f"{dep} OTEL_PROPAGATORS {propagators!r} names a propagator the binary does not know")
+        for var in BATCH_VARS & env.keys():
+            if not (value(var) or "").isdigit() or int(value(var)) < 1:
+                report.fail(ctx, f"{dep} {var} {value(var)!r} is not a positive whole number")
+
+        exporter = sorted(name for name in env if name.startswith("OTEL_EXPORTER_OTLP_"))
+        endpoint = otlp_setting(env, "ENDPOINT")[1]
+        if defaults and exporter:
+            report.fail(ctx, f"{dep} exports traces with the chart's defaults ({', '.join(exporter)})")
+        if want is not None and (endpoint or "") != want["endpoint"]:
+            report.fail(ctx, f"{dep} OTEL_EXPORTER_OTLP_ENDPOINT is {endpoint!r}; the values ask for {want['endpoint']!r}")
+        report.count("tracing checks")
+        if not endpoint:
+            if exporter:
+                report.fail(ctx, f"{dep} sets {', '.join(exporter)} without an OTLP endpoint")
+            continue
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", endpoint):
+            report.fail(ctx, f"{dep} OTLP endpoint {endpoint!r} is not an http:// or https:// URL with a host")
+        protocol = otlp_setting(env, "PROTOCOL")[1] or "grpc"
+        if protocol not in OTLP_PROTOCOLS:
+            report.fail(ctx, f"{dep} OTLP protocol {protocol!r} is not one the binary accepts ({sorted(OTLP_PROTOCOLS)})")
+        elif want is not None and protocol != want["protocol"]:
+            report.fail(ctx, f"{dep} exports over {protocol}; the values ask for {want['protocol']}")
+        compression = otlp_setting(env, "COMPRESSION")[1]
+        if compression is not None and compression not in OTLP_COMPRESSIONS:
+            report.fail(ctx, f"{dep} OTLP compression {compression!r} is not one the binary accepts")
+        timeout = otlp_setting(env, "TIMEOUT")[1]
+        if timeout is not None and (not timeout.isdigit() or int(timeout) < 1):
+            report.fail(ctx, f"{dep} OTLP timeout {timeout!r} is not a whole number of milliseconds of at least 1")
+        headers = next((((env[n].get("valueFrom") or {}).get("secretKeyRef") or {}) for n in OTLP_HEADER_VARS if n in env), None)
+        wanted_headers = want["headers"]["existingSecret"] if want is not None else None
+        if want is not None and (
+            (headers or {}).get("name", "") != (wanted_headers.get("name") or "")
+            or (headers is not None and headers.get("key") != wanted_headers.get("key"))
+        ):
+            report.fail(ctx, f"{dep} reads OTLP headers from {headers}; the values name Secret {wanted_headers}")
+
+        files = {setting: otlp_setting(env, setting) for setting in ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY")}
+        if (files["CLIENT_CERTIFICATE"][1] is None) != (files["CLIENT_KEY"][1] is None):
+            report.fail(ctx, f"{dep} sets one of OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY without the other")
+        wanted_files: dict[str, tuple[str, str, str] | None] = {"CERTIFICATE": None, "CLIENT_CERTIFICATE": None, "CLIENT_KEY": None}
+        if want is not None:
+            if want["caSecret"].get("name"):
+                wanted_files["CERTIFICATE"] = ("secret", want["caSecret"]["name"], want["caSecret"]["key"])
+            elif want["caConfigMap"].get("name"):
+                wanted_files["CERTIFICATE"] = ("configMap", want["caConfigMap"]["name"], want["caConfigMap"]["key"])
+            if want["clientTls"].get("secretName"):
+                wanted_files["CLIENT_CERTIFICATE"] = ("secret", want["clientTls"]["secretName"], "tls.crt")
+                wanted_files["CLIENT_KEY"] = ("secret", want["clientTls"]["secretName"], "tls.key")
+        for setting, (var, path) in files.items():
+            wanted = wanted_files[setting]
+            if path is None:
+                if wanted is not None:
+                    report.fail(ctx, f"{dep} sets no OTEL_EXPORTER_OTLP_{setting}; the values configure {wanted}")
+                continue
+            if not endpoint.startswith("https://"):
+                report.fail(ctx, f"{dep} sets {var} for the non-TLS endpoint {endpoint!r}")
+            source = mounted_file(path, c, spec)
+            if isinstance(source, str):
+                report.fail(ctx, f"{dep} {var}={path} {source}")
+            elif want is not None and source != wanted:
+                report.fail(ctx, f"{dep} {var}={path} is key {source[2]!r} of {source[0]} {source[1]!r}; the values configure {wanted}")
+            report.count("OTLP file checks")
+
+
+def check_tracing_copies(helm_dir: Path, defaults: dict[str, dict], report: Report) -> None:
+    """The service charts share one `tracing` section: the same defaults and the same schema
+    (and global.tracing schema), so --set global.tracing.* means one thing in all three."""
+    first = None
+    for chart in SERVICE_CHARTS:
+        schema = json.loads((helm_dir / chart / "values.schema.json").read_text())["properties"]
+        copy_ = (
+            defaults[chart].get("tracing"),
+            schema.get("tracing"),
+            schema["global"]["properties"].get("tracing"),
+        )
+        if first is None:
+            first = (chart, copy_)
+        else:
+            for what, mine, theirs in zip(("values.yaml tracing", "schema tracing", "schema global.tracing"), copy_, first[1]):
+                if mine != theirs:
+                    report.fail(f"tracing {chart}", f"{what} differs from {first[0]}'s")
+        report.count("tracing section copies")
+
+
 CHECKS = [
     check_config_files,
     check_peer_addresses,
@@ -784,13 +1044,24 @@ CHECKS = [
     check_canary,
     check_alert_rules,
     check_tests,
+    check_env_references,
+    check_otlp_headers,
 ]
 
 
-def inspect(objects: list[Obj], report: Report, ctx: str, app_versions: dict[str, str], default_tags: bool) -> None:
+def inspect(
+    objects: list[Obj],
+    report: Report,
+    ctx: str,
+    app_versions: dict[str, str],
+    default_tags: bool,
+    tracing: dict[str, dict] | None = None,
+    defaults: bool = False,
+) -> None:
     for check in CHECKS:
         check(objects, report, ctx)
     check_images(objects, app_versions, report, ctx, default_tags)
+    check_tracing(objects, tracing or {}, report, ctx, defaults)
 
 
 # ---------------------------------------------------------------- driver
@@ -811,6 +1082,63 @@ def render_sets(helm_dir: Path = HELM) -> list[tuple[str, Path, dict | None, boo
                 section["global"] = values["global"]
             sets.append((f"{chart} ({path.name})", helm_dir / chart, section, "image" not in section))
     return sets
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Helm's coalescing of values: maps merge key by key, null removes a key, the rest replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def chart_defaults(helm_dir: Path = HELM) -> dict[str, dict]:
+    """Every chart's values.yaml, by chart name."""
+    return {name: load_values(helm_dir / name / "values.yaml") for name in SERVICE_CHARTS + [UMBRELLA]}
+
+
+def service_values(defaults: dict[str, dict], chart: Path, values: dict | None) -> dict[str, dict]:
+    """Each service chart's values in a render (its defaults, the umbrella's, the given ones, globals)."""
+    if chart.name != UMBRELLA:
+        return {chart.name: deep_merge(defaults[chart.name], values or {})}
+    top = deep_merge(defaults[UMBRELLA], values or {})
+    return {
+        name: deep_merge(defaults[name], {**(top.get(name) or {}), "global": top.get("global") or {}})
+        for name in SERVICE_CHARTS
+    }
+
+
+def expected_tracing(values: dict) -> dict:
+    """The trace settings a service's values ask for, written here independently of the
+    templates: a value set in global.tracing (not "", [] or {}) overrides the chart's own,
+    as global.trustDomain does; a Secret or ConfigMap named there replaces the chart's."""
+    own = copy.deepcopy(values.get("tracing") or {})
+    glob = (values.get("global") or {}).get("tracing") or {}
+    is_set = lambda v: v is not None and v != "" and v != [] and v != {}
+    for key in ("endpoint", "protocol", "sampler", "samplerArg", "propagators", "compression", "timeoutMs", "shutdownTimeoutMs"):
+        if is_set(glob.get(key)):
+            own[key] = glob[key]
+    for group in ("resourceAttributes", "batch"):
+        own[group] = {**(own.get(group) or {}), **{k: v for k, v in (glob.get(group) or {}).items() if is_set(v)}}
+    set_fields = lambda d: {k: v for k, v in (d or {}).items() if is_set(v)}
+    headers = dict((own.get("headers") or {}).get("existingSecret") or {})
+    if ((glob.get("headers") or {}).get("existingSecret") or {}).get("name"):
+        headers.update(set_fields(glob["headers"]["existingSecret"]))
+    own["headers"] = {"existingSecret": headers}
+    global_ca = any((glob.get(source) or {}).get("name") for source in ("caSecret", "caConfigMap"))
+    for source in ("caSecret", "caConfigMap"):
+        own[source] = dict(own.get(source) or {})
+        if global_ca:
+            own[source].update({"name": "", **set_fields(glob.get(source))})
+    own["clientTls"] = dict(own.get("clientTls") or {})
+    if (glob.get("clientTls") or {}).get("secretName"):
+        own["clientTls"].update(set_fields(glob["clientTls"]))
+    return own
 
 
 def app_versions(helm_dir: Path = HELM) -> dict[str, str]:
@@ -843,6 +1171,8 @@ def check_all(helm_dir: Path = HELM, kube_versions: list[str] = KUBE_VERSIONS, q
             report.count("lint runs")
     check_alert_rule_copies(helm_dir, report)
     versions = app_versions(helm_dir)
+    defaults = chart_defaults(helm_dir)
+    check_tracing_copies(helm_dir, defaults, report)
     for name, chart, values, default_tags in render_sets(helm_dir):
         if chart.name == UMBRELLA and values is not None:
             for version in kube_versions:
@@ -857,7 +1187,8 @@ def check_all(helm_dir: Path = HELM, kube_versions: list[str] = KUBE_VERSIONS, q
         report.count("renders")
         report.count("rendered objects", len(objects))
         validate(objects, kube_versions, report, f"validate {name}")
-        inspect(objects, report, f"check {name}", versions, default_tags)
+        tracing = {service: expected_tracing(v) for service, v in service_values(defaults, chart, values).items()}
+        inspect(objects, report, f"check {name}", versions, default_tags, tracing, defaults=values is None)
         say(f"  rendered {name}: {len(objects)} objects ({', '.join(sorted({o.kind for o in objects}))})")
     return report
 

@@ -1,10 +1,20 @@
-"""Tests of the chart check itself: the schemas refuse bad values, and a
-deliberate fault in a copy of the charts is reported, each by the check meant
-to catch it. Run: .tools/charts-venv/bin/python -m pytest tests/charts
+"""Tests of the chart check itself: the schemas (or the templates) refuse bad
+values, and a deliberate fault in a copy of the charts is reported, each by the
+check meant to catch it. Run: .tools/charts-venv/bin/python -m pytest tests/charts
+
+Each file in bad-values/ says in its header what refuses it, one line each:
+    # refused-by: schema: <text of the schema refusal>
+    # refused-by: template: <text of the template's fail>
+    # refused-by: check: <text of chartcheck's failure>
+The first that applies at install is asserted (schema, else template); with both a
+schema line and a template or check line, the values are also rendered by a copy of
+the charts without their schemas (as `--skip-schema-validation` would), which the
+template or the check must still refuse. A file without such a line is a schema refusal.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -21,15 +31,61 @@ def dependencies() -> None:
     chartcheck.build_dependencies()
 
 
-@pytest.mark.parametrize("bad", sorted(BAD_VALUES.glob("*.yaml")), ids=lambda p: p.stem)
-def test_schema_rejects_bad_values_at_install(bad: Path) -> None:
+def refusals(bad: Path) -> dict[str, str]:
+    """What the header of a bad-values file says refuses it: {"schema"|"template"|"check": text}."""
+    found = dict(re.findall(r"^# refused-by: (schema|template|check):[ ]?(.*)$", bad.read_text(), re.MULTILINE))
+    return found or {"schema": ""}
+
+
+BAD = sorted(BAD_VALUES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("bad", BAD, ids=lambda p: p.stem)
+def test_bad_values_are_refused_at_install(bad: Path) -> None:
     values = chartcheck.load_values(bad)
-    with pytest.raises(helm.HelmValuesError) as refused:
-        chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
-    service = next(iter(values))
-    assert service in str(refused.value), f"the refusal should name the chart: {refused.value}"
-    problems = chartcheck.lint(chartcheck.HELM / chartcheck.UMBRELLA, values, chartcheck.KUBE_VERSIONS[0])
-    assert problems, f"lint accepted {bad.name}"
+    expected = refusals(bad)
+    assert {"schema", "template"} & expected.keys(), f"{bad.name}: nothing refuses it at install"
+    if "schema" in expected:
+        with pytest.raises(helm.HelmValuesError) as refused:
+            chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
+        charts = chartcheck.SERVICE_CHARTS if next(iter(values)) == "global" else [next(iter(values))]
+        assert any(chart in str(refused.value) for chart in charts), f"the refusal should name the chart: {refused.value}"
+        assert expected["schema"] in str(refused.value), f"expected {expected['schema']!r} in: {refused.value}"
+        problems = chartcheck.lint(chartcheck.HELM / chartcheck.UMBRELLA, values, chartcheck.KUBE_VERSIONS[0])
+        assert problems, f"lint accepted {bad.name}"
+    else:
+        with pytest.raises(helm.HelmRenderError) as refused:
+            chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
+        assert expected["template"] in str(refused.value), f"expected {expected['template']!r} in: {refused.value}"
+
+
+@pytest.fixture(scope="module")
+def charts_without_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    helm_dir = tmp_path_factory.mktemp("no-schemas") / "helm"
+    shutil.copytree(chartcheck.HELM, helm_dir, ignore=shutil.ignore_patterns("charts", "Chart.lock", "values.schema.json"))
+    chartcheck.build_dependencies(helm_dir)
+    return helm_dir
+
+
+@pytest.mark.parametrize(
+    "bad", [b for b in BAD if "schema" in refusals(b) and {"template", "check"} & refusals(b).keys()], ids=lambda p: p.stem
+)
+def test_without_the_schemas_the_templates_or_the_check_still_refuse(charts_without_schemas: Path, bad: Path) -> None:
+    values = chartcheck.load_values(bad)
+    expected = refusals(bad)
+    umbrella = charts_without_schemas / chartcheck.UMBRELLA
+    if "template" in expected:
+        with pytest.raises(helm.HelmRenderError) as refused:
+            chartcheck.render(umbrella, values)
+        assert expected["template"] in str(refused.value), f"expected {expected['template']!r} in: {refused.value}"
+        return
+    objects = chartcheck.render(umbrella, values)
+    report = chartcheck.Report()
+    tracing = {s: chartcheck.expected_tracing(v) for s, v in chartcheck.service_values(chartcheck.chart_defaults(charts_without_schemas), umbrella, values).items()}
+    chartcheck.inspect(objects, report, bad.name, chartcheck.app_versions(charts_without_schemas), True, tracing)
+    assert any(expected["check"] in failure for failure in report.failures), "\n".join(
+        [f"expected a failure containing {expected['check']!r}; got:"] + report.failures
+    )
 
 
 def test_schema_accepts_every_shipped_value_set() -> None:
@@ -50,6 +106,53 @@ def test_a_database_is_required_unless_the_throwaway_mode_is_asked_for() -> None
     values = {"order-service": {"replicas": 2, "database": {"existingSecret": {"name": "", "key": "url"}, "embeddedSqlite": True}}}
     with pytest.raises(helm.HelmRenderError, match="one pod's emptyDir"):
         chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
+
+
+def deployments(values: dict) -> dict[str, dict]:
+    """name -> env of each Deployment's container in the umbrella's render."""
+    objects = chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
+    return {d.name: chartcheck.env_of(chartcheck.pod_spec(d)["containers"][0]) for d in chartcheck.by_kind(objects, "Deployment")}
+
+
+def test_one_global_endpoint_points_every_service_at_one_collector() -> None:
+    collector = "http://otel-collector.observability:4317"
+    envs = deployments({"global": {"tracing": {"endpoint": collector}}})
+    assert sorted(envs) == sorted(chartcheck.SERVICE_CHARTS)
+    for name, env in envs.items():
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == collector, name
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"] == "grpc", name
+        assert (env["OTEL_TRACES_SAMPLER"]["value"], env["OTEL_TRACES_SAMPLER_ARG"]["value"]) == ("parentbased_traceidratio", "0.1")
+    # As with global.trustDomain, a value set in global.tracing wins over a section's own;
+    # a section's own value applies where global.tracing sets none.
+    envs = deployments({
+        "global": {"tracing": {"endpoint": collector}},
+        "user-service": {"tracing": {"endpoint": "http://elsewhere:4317", "samplerArg": "0.5"}},
+    })
+    assert envs["user-service"]["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == collector
+    assert envs["user-service"]["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.5"
+    assert envs["order-service"]["OTEL_TRACES_SAMPLER_ARG"]["value"] == "0.1"
+
+
+def test_without_an_endpoint_nothing_is_exported() -> None:
+    for name, env in deployments({}).items():
+        assert not [var for var in env if var.startswith("OTEL_EXPORTER_")], name
+        assert env["OTEL_SERVICE_NAME"]["value"] == name
+
+
+def notes(chart: str, values: dict | None) -> str:
+    with helm.Chart.load(str(chartcheck.HELM / chart)) as loaded:
+        manifests = loaded.render(values=values, name=chartcheck.RELEASE, namespace=chartcheck.NAMESPACE, is_install=True)
+    return next(text for source, text in manifests.items() if source == f"{chart}/templates/NOTES.txt")
+
+
+def test_notes_say_whether_traces_are_exported_and_where() -> None:
+    for chart in chartcheck.SERVICE_CHARTS:
+        assert "Traces: not exported" in notes(chart, None), chart
+        exporting = notes(chart, {"tracing": {"endpoint": "http://otel-collector.observability:4317"}})
+        assert "Traces: exported to http://otel-collector.observability:4317 over OTLP grpc" in exporting, chart
+    suite = notes(chartcheck.UMBRELLA, chartcheck.load_values(chartcheck.VALUE_SETS / "tracing.yaml"))
+    for chart in chartcheck.SERVICE_CHARTS:
+        assert f"{chart} traces: exported to https://otlp.tracing.example.net:4318 over OTLP http/protobuf" in suite
 
 
 def test_the_unmodified_charts_pass() -> None:
@@ -233,6 +336,151 @@ FAULTS = [
         id="helm-test-asks-the-grpc-port",
     ),
 ]
+
+
+TRACING = "suite-common/templates/_tracing.tpl"
+NODE_NAME = "- name: NODE_NAME\n  valueFrom:\n    fieldRef:\n      fieldPath: spec.nodeName\n"
+RESOURCE = '- name: OTEL_RESOURCE_ATTRIBUTES\n  value: {{ join "," $attributes | quote }}\n'
+FAULTS += [
+    pytest.param(
+        "user-service/values.yaml",
+        'samplerArg: "0.1"',
+        'samplerArg: "1"',
+        1,
+        "samples with parentbased_traceidratio 1 by default; the charts' default is parentbased_traceidratio at 0.1",
+        id="default-sampling-keeps-every-trace",
+    ),
+    pytest.param(
+        TRACING,
+        "{{- if $t.endpoint }}\n- name: TELEMETRY_SHUTDOWN_TIMEOUT_MS",
+        "{{- if true }}\n- name: TELEMETRY_SHUTDOWN_TIMEOUT_MS",
+        1,
+        "exports traces with the chart's defaults (OTEL_EXPORTER_OTLP_ENDPOINT",
+        id="exporter-variables-without-an-endpoint",
+    ),
+    pytest.param(
+        TRACING,
+        "- name: OTEL_EXPORTER_OTLP_HEADERS\n  valueFrom:\n    secretKeyRef:\n      name: {{ .name }}\n      key: {{ .key }}",
+        '- name: OTEL_EXPORTER_OTLP_HEADERS\n  value: {{ printf "x-api-key=%s" .name | quote }}',
+        1,
+        "sets OTEL_EXPORTER_OTLP_HEADERS other than from a Secret",
+        id="otlp-headers-as-a-literal",
+    ),
+    pytest.param(
+        TRACING,
+        "    secretKeyRef:\n      name: {{ .name }}",
+        "    configMapKeyRef:\n      name: {{ .name }}",
+        1,
+        "sets OTEL_EXPORTER_OTLP_HEADERS other than from a Secret",
+        id="otlp-headers-from-a-configmap-key",
+    ),
+    pytest.param(
+        "user-service/templates/configmap.yaml",
+        "\ndata:\n",
+        '\ndata:\n  otlp.env: "OTEL_EXPORTER_OTLP_HEADERS=x-api-key%3Dabc"\n',
+        1,
+        "holds OTLP headers; they belong in a Secret",
+        id="otlp-headers-in-a-configmap",
+    ),
+    pytest.param(
+        TRACING,
+        "  value: /etc/suite/otel-ca/ca.crt",
+        "  value: /etc/suite/otel/ca.crt",
+        1,
+        "OTEL_EXPORTER_OTLP_CERTIFICATE=/etc/suite/otel/ca.crt is not inside a volumeMount of the container",
+        id="collector-ca-outside-its-mount",
+    ),
+    pytest.param(
+        TRACING,
+        "      - key: {{ $t.caConfigMap.key }}",
+        "      - key: ca.crt",
+        1,
+        "is key 'ca.crt' of configMap 'tracing-ca-bundle'; the values configure ('configMap', 'tracing-ca-bundle', 'ca-bundle.pem')",
+        id="collector-ca-from-the-wrong-key",
+    ),
+    pytest.param(
+        TRACING,
+        "    secretName: {{ $t.caSecret.name }}",
+        '    secretName: {{ include "suite.tlsSecretName" . }}',
+        1,
+        "is key 'ca.crt' of secret 'user-service-tls'; the values configure ('secret', 'otel-collector-ca', 'ca.crt')",
+        id="collector-ca-from-the-identity-secret",
+    ),
+    pytest.param(
+        TRACING,
+        "  value: /etc/suite/otel-client-tls/tls.key",
+        "  value: /etc/suite/otel-client-tls/tls.crt",
+        1,
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY=/etc/suite/otel-client-tls/tls.crt is key 'tls.crt'",
+        id="client-key-is-the-certificate",
+    ),
+    pytest.param(
+        TRACING,
+        "- name: OTEL_EXPORTER_OTLP_PROTOCOL\n  value: {{ $t.protocol | quote }}",
+        '- name: OTEL_EXPORTER_OTLP_PROTOCOL\n  value: "http/json"',
+        1,
+        "OTLP protocol 'http/json' is not one the binary accepts",
+        id="otlp-protocol-the-binary-refuses",
+    ),
+    pytest.param(
+        TRACING,
+        "- name: OTEL_TRACES_SAMPLER\n  value: {{ $t.sampler | quote }}",
+        '- name: OTEL_TRACES_SAMPLER\n  value: "parentbased_ratio"',
+        1,
+        "OTEL_TRACES_SAMPLER 'parentbased_ratio' is not a sampler the binary accepts",
+        id="sampler-the-binary-refuses",
+    ),
+    pytest.param(
+        TRACING,
+        "      fieldPath: metadata.name\n",
+        "      fieldPath: metadata.uid\n",
+        1,
+        "resource attribute k8s.pod.name='$(POD_NAME)' is not the pod's metadata.name (downward API)",
+        id="pod-name-from-the-wrong-field",
+    ),
+    pytest.param(
+        TRACING,
+        '{{- range $key := list "endpoint" "protocol"',
+        '{{- range $key := list "protocol"',
+        1,
+        "OTEL_EXPORTER_OTLP_ENDPOINT is None; the values ask for 'https://otlp.tracing.example.net:4318'",
+        id="global-tracing-endpoint-ignored",
+    ),
+    pytest.param(
+        TRACING,
+        "- name: OTEL_SERVICE_NAME\n  value: {{ $name | quote }}",
+        "- name: OTEL_SERVICE_NAME\n  value: {{ $.Release.Name | quote }}",
+        1,
+        "OTEL_SERVICE_NAME is 'suite', not the service's name",
+        id="service-name-is-the-release",
+    ),
+    pytest.param(
+        TRACING,
+        "  value: {{ $t.shutdownTimeoutMs | int | toString | quote }}",
+        '  value: "60000"',
+        1,
+        "+ span flush 60000ms + 1s: pods would be killed mid-drain",
+        id="span-flush-longer-than-the-grace-period",
+    ),
+    pytest.param(
+        "edge-gateway/values.schema.json",
+        '"http/protobuf"',
+        '"http/json"',
+        2,
+        "schema tracing differs from user-service's",
+        id="tracing-schema-drifts-between-charts",
+    ),
+]
+
+
+def test_resource_attributes_after_a_variable_they_reference_are_reported(tmp_path: Path) -> None:
+    """The downward-API variable moved after OTEL_RESOURCE_ATTRIBUTES: Kubernetes would leave $(NODE_NAME) as it is."""
+    helm_dir = faulty_copy(tmp_path, TRACING, NODE_NAME + "- name: OTEL_SERVICE_NAME", "- name: OTEL_SERVICE_NAME")
+    target = helm_dir / TRACING
+    target.write_text(target.read_text().replace(RESOURCE, RESOURCE + NODE_NAME, 1))
+    report = chartcheck.check_all(helm_dir, quiet=True)
+    failures = [f for f in report.failures if "references $(NODE_NAME), which is not defined before it" in f]
+    assert failures and not any("defines NODE_NAME twice" in f for f in report.failures), "\n".join(report.failures)
 
 
 @pytest.mark.parametrize("file, old, new, occurrence, expected", FAULTS)

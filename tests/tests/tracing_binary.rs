@@ -29,15 +29,19 @@ const CLIENT_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
 const REQUEST_ID: &str = "e2e-request-1";
 
-/// Export settings: everything sampled, batches sent every 100 ms.
-fn export_env(command: &mut Command, receiver: &OtlpReceiver) {
+/// Export settings: everything sampled, batches sent every 100 ms, over the receiver's
+/// protocol, with `extra` on top (headers, compression).
+fn export_env(command: &mut Command, receiver: &OtlpReceiver, extra: &[(&str, &str)]) {
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol())
         .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
         .env_remove("OTEL_SDK_DISABLED")
-        .env_remove("OTEL_SERVICE_NAME");
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_PROPAGATORS")
+        .envs(extra.iter().copied());
 }
 
 /// The three binaries exporting to `receiver`, each writing its JSON logs to a file.
@@ -50,7 +54,7 @@ struct TracedSuite {
 }
 
 impl TracedSuite {
-    async fn start(receiver: &OtlpReceiver, trust_client_trace_context: bool) -> Self {
+    async fn start(receiver: &OtlpReceiver, trust_client_trace_context: bool, extra_env: &[(&str, &str)]) -> Self {
         let certs = DevCerts::issue();
         let data = tempfile::tempdir().unwrap();
         let log = |name: &str| File::create(data.path().join(format!("{name}.log"))).unwrap();
@@ -60,7 +64,7 @@ impl TracedSuite {
         let (grpc, admin) = (free_addr(), free_addr());
         let mut command = Server::service_command(grpc, admin, "user-service", &certs, data.path(), None);
         command.args(["--log-filter", filter]).stdout(log("user-service"));
-        export_env(&mut command, receiver);
+        export_env(&mut command, receiver, extra_env);
         let users = Server::spawn("user-service", command, grpc, admin, certs.clone()).await;
 
         let (grpc, admin) = (free_addr(), free_addr());
@@ -68,7 +72,7 @@ impl TracedSuite {
         command
             .args(["--log-filter", filter, "--user-service-addr", &users.grpc.to_string()])
             .stdout(log("order-service"));
-        export_env(&mut command, receiver);
+        export_env(&mut command, receiver, extra_env);
         let orders = Server::spawn("order-service", command, grpc, admin, certs.clone()).await;
 
         let (grpc, admin) = (free_addr(), free_addr());
@@ -76,7 +80,7 @@ impl TracedSuite {
         command
             .env("TRUST_CLIENT_TRACE_CONTEXT", trust_client_trace_context.to_string())
             .stdout(log("edge-gateway"));
-        export_env(&mut command, receiver);
+        export_env(&mut command, receiver, extra_env);
         let gateway = Server::spawn("edge-gateway", command, grpc, admin, certs.clone()).await;
         Self {
             gateway,
@@ -192,11 +196,42 @@ fn create_user_then_order(suite: &TracedSuite, grpcurl_bin: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_logs() {
+async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_logs_over_otlp_grpc() {
     let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
     let receiver = OtlpReceiver::start().await.unwrap();
-    let suite = TracedSuite::start(&receiver, true).await;
-    let answered = create_user_then_order(&suite, &grpcurl_bin);
+    one_request_is_one_trace(
+        &grpcurl_bin,
+        &receiver,
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=secret")],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_through_gateway_order_and_user_is_one_trace_over_otlp_http_with_gzip() {
+    let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
+    let receiver = OtlpReceiver::start_http().await.unwrap();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-api-key=secret,x-tenant=core%20platform"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ];
+    one_request_is_one_trace(&grpcurl_bin, &receiver, &env, true).await;
+    let exports = receiver.exports();
+    assert!(
+        exports
+            .iter()
+            .all(|export| export.headers.get("x-tenant").is_some_and(|value| value == "core platform")),
+        "{exports:#?}"
+    );
+}
+
+/// One CreateOrder through the three binaries exporting to `receiver` with `env`: one trace
+/// with every hop's spans, the receiver seeing the configured `x-api-key` on every export
+/// from opentelemetry-otlp, gzip bodies when `gzip`, and the trace id in every hop's logs.
+async fn one_request_is_one_trace(grpcurl_bin: &Path, receiver: &OtlpReceiver, env: &[(&str, &str)], gzip: bool) {
+    let suite = TracedSuite::start(receiver, true, env).await;
+    let answered = create_user_then_order(&suite, grpcurl_bin);
     assert!(
         answered.contains(&format!("x-request-id: {REQUEST_ID}")),
         "the request id comes back: {answered}"
@@ -215,7 +250,7 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         .await;
     let trace = in_trace(&spans);
 
-    // gateway: server span continuing the client's context, client span to the order service.
+    // gateway: one span for the call it forwards, continuing the client's context.
     let gateway_server = one(&trace, "gateway server span", |span| {
         span.service == "edge-gateway" && span.kind == kind::SERVER
     });
@@ -228,20 +263,12 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
     );
     assert_eq!(gateway_server.parent_span_id, CLIENT_SPAN_ID, "continues the client's span");
     assert!(gateway_server.str("network.peer.address").is_some(), "{gateway_server:#?}");
-    let gateway_client = one(&trace, "gateway client span", |span| {
-        span.service == "edge-gateway" && span.kind == kind::CLIENT
-    });
-    assert_rpc(
-        gateway_client,
-        "edge-gateway",
-        kind::CLIENT,
-        "suite.order.v1.OrderService",
-        "CreateOrder",
+    assert!(
+        trace.iter().all(|span| span.service != "edge-gateway" || span.kind == kind::SERVER),
+        "a proxy's hop is one span: {trace:#?}"
     );
-    assert_eq!(gateway_client.parent_span_id, gateway_server.span_id);
-    assert_eq!(gateway_client.str("server.address"), Some("order-service"));
 
-    // order service: server span under the gateway's client span; its user check below it.
+    // order service: server span under the gateway's; its user check below it.
     let order_server = one(&trace, "order server span", |span| {
         span.service == "order-service" && span.kind == kind::SERVER
     });
@@ -252,7 +279,7 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         "suite.order.v1.OrderService",
         "CreateOrder",
     );
-    assert_eq!(order_server.parent_span_id, gateway_client.span_id);
+    assert_eq!(order_server.parent_span_id, gateway_server.span_id);
     let order_client = one(&trace, "order client span", |span| {
         span.service == "order-service" && span.kind == kind::CLIENT && span.str("rpc.system") == Some("grpc")
     });
@@ -283,6 +310,35 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
         select.attributes.keys().all(|key| key != "id" && key != "user_id"),
         "no bound values on database spans: {select:#?}"
     );
+
+    // Every export came from opentelemetry-otlp with the configured header, compressed as asked.
+    let exports = receiver.exports();
+    assert!(!exports.is_empty());
+    for export in &exports {
+        assert!(export.accepted, "{export:#?}");
+        assert_eq!(
+            export.headers.get("x-api-key").map(|value| value.as_bytes()),
+            Some(&b"secret"[..]),
+            "{export:#?}"
+        );
+        let agent = export
+            .headers
+            .get("user-agent")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        assert!(agent.contains("OTel-OTLP-Exporter-Rust/"), "{export:#?}");
+        assert_eq!(export.compressed, gzip, "{export:#?}");
+    }
+    // The resource: the SDK's own attributes, the environment's, and one instance id per process.
+    let mut instances = std::collections::HashSet::new();
+    for span in [gateway_server, order_server, user_server] {
+        assert_eq!(span.resource_str("deployment.environment"), Some("test"), "{span:#?}");
+        assert_eq!(span.resource_str("telemetry.sdk.name"), Some("opentelemetry"), "{span:#?}");
+        assert_eq!(span.resource_str("service.version"), Some(env!("CARGO_PKG_VERSION")), "{span:#?}");
+        assert_eq!(span.scope, "suite", "{span:#?}");
+        instances.insert(span.resource_str("service.instance.id").unwrap().to_owned());
+    }
+    assert_eq!(instances.len(), 3, "one service.instance.id per process: {instances:?}");
 
     // The order service's latency histogram links the call's bucket to the trace.
     let metrics = suite_testkit::scrape_openmetrics(suite.orders.admin).await;
@@ -356,7 +412,7 @@ async fn one_request_through_gateway_order_and_user_is_one_trace_in_spans_and_lo
 async fn an_untrusted_clients_trace_context_is_not_continued() {
     let Some(grpcurl_bin) = suite_testkit::grpcurl() else { return };
     let receiver = OtlpReceiver::start().await.unwrap();
-    let suite = TracedSuite::start(&receiver, false).await;
+    let suite = TracedSuite::start(&receiver, false, &[]).await;
     create_user_then_order(&suite, &grpcurl_bin);
 
     let is_order_call =
@@ -638,6 +694,41 @@ async fn a_collector_stopped_mid_run_costs_requests_nothing_and_export_resumes_w
         exit < untraced_exit + Duration::from_secs(3),
         "exit with the collector stopped took {exit:?} (without export {untraced_exit:?})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_answering_unavailable_then_ok_gets_the_spans_through_the_exporters_retries() {
+    let data = tempfile::tempdir().unwrap();
+    for receiver in [OtlpReceiver::start().await.unwrap(), OtlpReceiver::start_http().await.unwrap()] {
+        let protocol = receiver.protocol();
+        receiver.refuse_next(2);
+        let mut server = user_service_exporting_to(
+            Some(&receiver.endpoint()),
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)],
+            &data.path().join(protocol.replace('/', "-")),
+        )
+        .await;
+        let (median, worst) = UserProbe::new(&server).await.latencies(20).await;
+        assert!(
+            worst < Duration::from_millis(500),
+            "{protocol}: slowest call {worst:?} (median {median:?})"
+        );
+        let spans = receiver
+            .wait_for(Duration::from_secs(15), |spans| spans.iter().any(is_get_user_server_span))
+            .await;
+        assert!(spans.iter().any(is_get_user_server_span), "{protocol}: no span arrived: {spans:#?}");
+        let exports = receiver.exports();
+        assert_eq!(receiver.refused_calls(), 2, "{protocol}: {exports:#?}");
+        assert!(
+            !exports[0].accepted && !exports[1].accepted && exports[2].accepted,
+            "{protocol}: {exports:#?}"
+        );
+        // The refused batch was sent again, not lost.
+        let counters = SpanCounters::wait_for(server.admin, Duration::from_secs(10), |counters| counters.exported > 0.0).await;
+        assert!(counters.exported > 0.0, "{protocol}: {counters:?}");
+        assert_eq!(counters.lost(), 0.0, "{protocol}: {counters:?}");
+        time_to_exit(&mut server);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,7 @@ spec:
           env:
             {{- include "suite.commonEnv" $ | nindent 12 }}
             {{- include (printf "%s.env" $.Chart.Name) $ | nindent 12 }}
+            {{- include "suite.tracing.env" (dict "ctx" $ "track" $track) | nindent 12 }}
           {{- /* gRPC probes need a numeric port. Startup and liveness ask for "liveness", which stays
                  SERVING while the process lives, so a database outage never restarts pods;
                  readiness asks for "" (every served service), which follows the dependencies. */}}
@@ -148,6 +149,9 @@ spec:
               mountPath: /data
             {{- end }}
             {{- include (printf "%s.volumeMounts" $.Chart.Name) $ | nindent 12 }}
+            {{- with include "suite.tracing.volumeMounts" $ | trim }}
+            {{- . | nindent 12 }}
+            {{- end }}
       volumes:
         {{- /* Whole-directory mounts (never subPath) so rotated files appear in place and the binary reloads them. */}}
         - name: tls
@@ -168,4 +172,7 @@ spec:
             sizeLimit: 1Gi
         {{- end }}
         {{- include (printf "%s.volumes" $.Chart.Name) $ | nindent 8 }}
+        {{- with include "suite.tracing.volumes" $ | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
 {{- end -}}

@@ -77,15 +77,21 @@ imagePullSecrets:
 {{/*
 Seconds Kubernetes waits after the preStop hook started before SIGKILL: the
 preStop delay (endpoints are removed while it sleeps), then the binary's drain
-(SHUTDOWN_GRACE_MS), then a margin for closing the admin port (up to 1 s) and
-exiting. An explicit value below that would cut the drain short, so it fails.
+(SHUTDOWN_GRACE_MS), then, when it exports traces, the wait for the last spans
+(tracing.shutdownTimeoutMs), then a margin for closing the admin port (up to 1 s)
+and exiting. An explicit value below that would cut the drain short, so it fails.
 */}}
 {{- define "suite.terminationGracePeriodSeconds" -}}
 {{- $drainSeconds := div (add (int .Values.shutdown.drainMs) 999) 1000 -}}
 {{- $minimum := add (int .Values.shutdown.preStopSleepSeconds) $drainSeconds 2 -}}
+{{- $flush := "" -}}
+{{- if include "suite.tracing.exporting" . -}}
+{{- $minimum = add $minimum (div (add (int (include "suite.tracing.settings" . | fromJson).shutdownTimeoutMs) 999) 1000) -}}
+{{- $flush = " + tracing.shutdownTimeoutMs" -}}
+{{- end -}}
 {{- if .Values.shutdown.terminationGracePeriodSeconds -}}
 {{- if lt (int .Values.shutdown.terminationGracePeriodSeconds) (int $minimum) -}}
-{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) is shorter than preStopSleepSeconds + drainMs + 2 s (%d): pods would be killed mid-drain" (int .Values.shutdown.terminationGracePeriodSeconds) (int $minimum)) -}}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) is shorter than preStopSleepSeconds + drainMs%s + 2 s (%d): pods would be killed mid-drain" (int .Values.shutdown.terminationGracePeriodSeconds) $flush (int $minimum)) -}}
 {{- end -}}
 {{- int .Values.shutdown.terminationGracePeriodSeconds -}}
 {{- else -}}

@@ -72,9 +72,9 @@ impl Proxy {
                 status,
             }
         })?;
-        // Timed from here to its trailers; with tracing on, a client span the upstream continues.
+        // Timed from here to its trailers; the upstream continues the call's server span.
         let names = *self.known_methods.names(parts.uri.path());
-        let mut call = ClientCall::start(upstream.name, names, upstream.resilience.metrics());
+        let mut call = ClientCall::forwarded(upstream.name, names, upstream.resilience.metrics());
         call.inject(&mut parts.headers);
         let oversized = Arc::new(AtomicU64::new(0));
         let body = Body::new(MessageLimit {

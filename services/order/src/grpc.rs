@@ -57,7 +57,7 @@ impl OrderApi {
 
 #[tonic::async_trait]
 impl pb::order_service_server::OrderService for OrderApi {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "log_fields", skip_all)]
     async fn create_order(&self, request: Request<pb::CreateOrderRequest>) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let deadline = Deadline::of_request(request.metadata(), self.default_deadline);
         let new = NewOrder::parse(request.get_ref()).map_err(OrderError::from)?;
@@ -85,7 +85,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(order_id = %request.get_ref().id))]
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderResponse>, Status> {
         let id = parse_uuid(&request.get_ref().id).map_err(|description| invalid("id", description))?;
         let record = self.store.get(id).await?.ok_or(OrderError::NotFound(id))?;
@@ -97,7 +97,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "log_fields", skip_all)]
     async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
@@ -135,7 +135,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(order_id = %request.get_ref().id))]
     async fn confirm_order(&self, request: Request<pb::ConfirmOrderRequest>) -> Result<Response<pb::ConfirmOrderResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
@@ -145,7 +145,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         Ok(Response::new(pb::ConfirmOrderResponse { order: Some(order) }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(order_id = %request.get_ref().id))]
     async fn ship_order(&self, request: Request<pb::ShipOrderRequest>) -> Result<Response<pb::ShipOrderResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
@@ -153,7 +153,7 @@ impl pb::order_service_server::OrderService for OrderApi {
         Ok(Response::new(pb::ShipOrderResponse { order: Some(order) }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(order_id = %request.get_ref().id))]
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();

@@ -49,7 +49,7 @@ impl UserApi {
 
 #[tonic::async_trait]
 impl pb::user_service_server::UserService for UserApi {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "log_fields", skip_all)]
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
         Principal::of(&request).require_admin().map_err(UserError::from)?;
         let request = request.into_inner();
@@ -66,7 +66,7 @@ impl pb::user_service_server::UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(user_id = %request.get_ref().id))]
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
         let id = parse_id(&request.get_ref().id)?;
         require_owner(&request, id)?;
@@ -80,7 +80,7 @@ impl pb::user_service_server::UserService for UserApi {
         Ok(Response::new(pb::GetUserResponse { user: Some(user.0) }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(user_id = %request.get_ref().id))]
     async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
@@ -113,7 +113,7 @@ impl pb::user_service_server::UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().id))]
+    #[tracing::instrument(target = "log_fields", skip_all, fields(user_id = %request.get_ref().id))]
     async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let principal = Principal::of(&request);
         let request = request.into_inner();
@@ -129,7 +129,7 @@ impl pb::user_service_server::UserService for UserApi {
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(target = "log_fields", skip_all)]
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
         Principal::of(&request).require_admin().map_err(UserError::from)?;
         let request = request.into_inner();

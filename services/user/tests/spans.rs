@@ -24,10 +24,9 @@ async fn a_failed_statement_marks_its_database_span_failed() {
         return;
     };
     let receiver = OtlpReceiver::start().await.unwrap();
-    let mut tracing_config = TracingConfig::disabled("user-service");
-    tracing_config.endpoint = Some(receiver.endpoint());
+    let mut tracing_config = TracingConfig::exporting_to("user-service", &receiver.endpoint());
     tracing_config.sampler = SamplerConfig::AlwaysOn;
-    tracing_config.schedule_delay = Duration::from_millis(50);
+    tracing_config.batch.schedule_delay = Duration::from_millis(50);
     let logging = LoggingArgs {
         log_format: LogFormat::Json,
         log_filter: "warn".into(),

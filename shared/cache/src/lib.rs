@@ -34,7 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use suite_telemetry::RateLimitedLog;
-use suite_telemetry::spans::DirectSpan;
+use suite_telemetry::spans::CallSpan;
 use tokio::sync::OnceCell;
 
 /// Cache settings shared by every service (each picks its own key namespace).
@@ -244,7 +244,7 @@ enum Operation {
 }
 
 /// Ends a cache span (if any) with what happened: `hit`, `miss`, `stored`, `deleted`, `error`...
-fn record_outcome(span: Option<DirectSpan>, outcome: &'static str) {
+fn record_outcome(span: Option<CallSpan>, outcome: &'static str) {
     if let Some(mut span) = span {
         span.set_attribute(KeyValue::new("cache.outcome", outcome));
     }
@@ -472,9 +472,9 @@ impl<V: Cacheable> Cache<V> {
     /// A client span for one cache operation, a child of the current context, when
     /// this process exports traces (none otherwise, which costs nothing on a hot read).
     /// It ends when dropped; `cache.outcome` says what happened.
-    fn span(&self, operation: Operation) -> Option<DirectSpan> {
-        DirectSpan::start_in_current(SpanKind::Client, || {
-            let (name, operation) = operation.span_names();
+    fn span(&self, operation: Operation) -> Option<CallSpan> {
+        let (name, operation) = operation.span_names();
+        CallSpan::start_in_current(SpanKind::Client, name, || {
             // Room for `cache.outcome` when the operation ends.
             let mut attributes = Vec::with_capacity(4);
             attributes.extend([
@@ -482,7 +482,7 @@ impl<V: Cacheable> Cache<V> {
                 KeyValue::new("db.operation.name", operation),
                 KeyValue::new("cache.name", self.namespace.clone()),
             ]);
-            (name, attributes)
+            attributes
         })
     }
 

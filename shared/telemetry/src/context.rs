@@ -1,7 +1,7 @@
 //! The trace context a request is served in, and keeping it across tasks.
 //!
-//! With export on, each request's server span carries the context (the
-//! `tracing-opentelemetry` layer makes it current while the span is entered).
+//! With export on, each request's server span ([`crate::spans::CallSpan`])
+//! carries the context, which the server attaches to the request's future.
 //! With export off no span is built, yet every log line written while serving
 //! a request still needs a `trace_id` and `span_id`, and a trusted caller's
 //! trace must go on to the next hop, so logs of every hop can be joined:
@@ -58,11 +58,14 @@ pub fn untraced_request(trusted_caller: Option<Context>) -> Context {
 
 /// Writes the current context into outgoing `headers` when it is a caller's
 /// trace this process continues without exporting; a log-only trace is not
-/// passed on. With export on, client spans inject their own context instead.
+/// passed on, and whatever context `headers` held (a proxied client's) is
+/// removed either way. With export on, client spans inject their own context instead.
 pub fn inject_untraced(headers: &mut HeaderMap) {
     let current = Context::current();
     if current.span().span_context().is_valid() && current.get::<LogOnly>().is_none() {
         propagation::inject(&current, headers);
+    } else {
+        propagation::strip(headers);
     }
 }
 
@@ -105,7 +108,10 @@ mod tests {
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    /// The request's headers, read by the default propagators (W3C trace context and
+    /// baggage), which every test of this crate that installs any installs.
     fn caller_headers() -> HeaderMap {
+        propagation::install(&[crate::Propagator::TraceContext, crate::Propagator::Baggage]);
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static(CALLER));
         headers.insert("baggage", HeaderValue::from_static("tenant=acme"));
@@ -135,7 +141,8 @@ mod tests {
             let (trace_id, span_id) = current_ids().unwrap();
             assert_ne!(trace_id, opentelemetry::TraceId::INVALID);
             assert_ne!(span_id, opentelemetry::SpanId::INVALID);
-            let mut outgoing = HeaderMap::new();
+            // A proxied request's own context does not go on either.
+            let mut outgoing = caller_headers();
             inject_untraced(&mut outgoing);
             assert!(outgoing.is_empty(), "{outgoing:?}");
         }

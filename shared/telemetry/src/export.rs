@@ -1,83 +1,132 @@
-//! Span export over OTLP/gRPC, kept away from request handling.
+//! The export pipeline, all of it OpenTelemetry's own: the SDK's tracer provider and
+//! batch span processor, and `opentelemetry-otlp`'s exporter over gRPC (tonic) or
+//! HTTP/protobuf (a blocking reqwest client), with the exporter's retries of
+//! retryable failures within its timeout.
 //!
-//! Finished spans are encoded into a bounded queue as they end ([`SpanQueue`]):
-//! direct spans by [`spans::DirectSpan`], `tracing` spans (through the
-//! tracing-opentelemetry bridge and the SDK) by [`QueueProcessor`]. One task
-//! drains it, sending the batches waiting together, on a one-thread tokio runtime of its own
-//! ("otel-export"), so exports neither run on a service's runtime (the
-//! gateway's is a single thread) nor depend on it still running during
-//! shutdown. A full queue drops spans (never waits), so a collector that is
-//! down or slow costs requests nothing; a failed export is counted, not retried.
+//! Kept away from request handling: the batch processor runs exports on a thread of
+//! its own, and the gRPC exporter's connection lives on a one-thread tokio runtime
+//! of its own ("otel-export"), so neither a service's runtime (the gateway's is a
+//! single thread) nor its shutdown carries export work. A full queue drops spans,
+//! never waits, so a collector that is down or slow costs requests nothing.
 //!
-//! An `https://` collector is reached over rustls (on ring), verified against
-//! the configured CA bundle or else the public web roots, presenting a client
-//! certificate when one is configured. The files were read and checked by
-//! [`TracingConfig::from_env`], so nothing here can fail on them.
+//! Around the SDK's parts, two thin wrappers through its own extension points make a
+//! collector's trouble visible on `/metrics` ([`crate::span_export_stats`]): a span
+//! processor that enforces the queue bound where a drop can be counted, and an
+//! exporter that counts what each export did.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanProcessor};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter, SpanLimits, SpanProcessor,
+};
 
-use crate::otlp::{Envelope, FinishedSpan, OtlpExporter, frame_request, request_room};
-use crate::queue::{Batch, SpanQueue};
-use crate::tracing_config::{CollectorTls, SamplerConfig, TracingConfig};
+use crate::tracing_config::{OtlpExport, OtlpProtocol, SamplerConfig, TracingConfig};
 use crate::{RateLimitedLog, TelemetryError, accounting, spans};
 
-/// The instrumentation scope of every span the suite exports.
+/// The instrumentation scope of the suite's own spans.
 const SCOPE: &str = "suite";
 
 #[derive(Debug)]
 pub(crate) struct TraceExport {
-    /// The SDK, for the spans of the `tracing` bridge only.
     provider: SdkTracerProvider,
-    queue: Arc<SpanQueue>,
-    sampler: SamplerConfig,
+    tracer: SdkTracer,
     shutdown_timeout: Duration,
-    /// Tells the export task to send what is queued by the given instant, and stop.
-    stop: tokio::sync::oneshot::Sender<Instant>,
-    stopped: std::sync::mpsc::Receiver<()>,
+    /// Where the gRPC exporter's connection runs; stopped once the provider has flushed.
+    runtime: Option<ExportRuntime>,
 }
 
 impl TraceExport {
-    pub(crate) fn start(config: &TracingConfig) -> Result<Self, TelemetryError> {
-        let endpoint = config
-            .endpoint
-            .clone()
-            .ok_or_else(|| TelemetryError::Export("no endpoint".to_owned()))?;
-        let timeout = config.export_timeout;
-        let tls = endpoint.starts_with("https://").then(|| client_tls(&config.collector_tls));
-        let resource = Resource::builder_empty()
-            .with_service_name(config.service_name.clone())
-            .with_attributes(
-                config
-                    .resource_attributes
-                    .iter()
-                    .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
-            )
-            .with_attributes([
-                KeyValue::new("telemetry.sdk.name", "opentelemetry"),
-                KeyValue::new("telemetry.sdk.language", "rust"),
-                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            ])
+    pub(crate) fn start(config: &TracingConfig, export: &OtlpExport) -> Result<Self, TelemetryError> {
+        let (exporter, runtime) = match export.protocol {
+            OtlpProtocol::Grpc => {
+                let (exporter, runtime) = ExportRuntime::start(export)?;
+                (exporter, Some(runtime))
+            }
+            OtlpProtocol::HttpProtobuf => (http_exporter(export)?, None),
+        };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.batch.max_queue_size)
+            .with_max_export_batch_size(config.batch.max_export_batch_size)
+            .with_scheduled_delay(config.batch.schedule_delay)
             .build();
-        let envelope = Envelope::new(&resource, &InstrumentationScope::builder(SCOPE).build());
-        let queue = Arc::new(SpanQueue::new(
-            config.max_queue_size,
-            config.max_export_batch_size,
-            request_room(&envelope),
-        ));
-        let schedule_delay = config.schedule_delay;
+        let processor = BatchSpanProcessor::builder(AccountedExporter {
+            inner: exporter,
+            queued: queued.clone(),
+            failures: RateLimitedLog::new(Duration::from_secs(60)),
+        })
+        .with_batch_config(batch)
+        .build();
+        let limits = &config.limits;
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(BoundedQueue {
+                inner: processor,
+                queued,
+                max_queued: config.batch.max_queue_size,
+                value_length_limit: limits.attribute_value_length,
+            })
+            .with_sampler(sampler(config.sampler))
+            .with_span_limits(SpanLimits {
+                max_events_per_span: limits.event_count,
+                max_attributes_per_span: limits.attribute_count,
+                max_links_per_span: limits.link_count,
+                max_attributes_per_event: limits.event_attribute_count,
+                max_attributes_per_link: limits.link_attribute_count,
+            })
+            .with_resource(resource(config))
+            .build();
+        let tracer = provider.tracer_with_scope(InstrumentationScope::builder(SCOPE).with_version(env!("CARGO_PKG_VERSION")).build());
+        Ok(Self {
+            provider,
+            tracer,
+            shutdown_timeout: config.shutdown_timeout,
+            runtime,
+        })
+    }
 
+    /// The tracer of the `tracing` bridge and of the call spans.
+    pub(crate) fn tracer(&self) -> SdkTracer {
+        self.tracer.clone()
+    }
+
+    /// Makes this pipeline the one of the call spans and of `opentelemetry::global`
+    /// (code that asks the global API for a tracer).
+    pub(crate) fn install_globally(&self) {
+        spans::install(self.tracer.clone());
+        opentelemetry::global::set_tracer_provider(self.provider.clone());
+    }
+
+    /// Sends what is queued within the shutdown timeout, then stops the export runtime.
+    pub(crate) fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown_with_timeout(self.shutdown_timeout) {
+            tracing::warn!(%error, "trace export did not finish within its shutdown timeout; remaining spans are lost");
+        }
+        if let Some(runtime) = self.runtime {
+            runtime.stop();
+        }
+    }
+}
+
+/// The one-thread runtime the gRPC exporter's channel is built in, so its connection
+/// task and timers run there. The batch processor's thread awaits each export on it.
+#[derive(Debug)]
+struct ExportRuntime {
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ExportRuntime {
+    fn start(export: &OtlpExport) -> Result<(opentelemetry_otlp::SpanExporter, Self), TelemetryError> {
         let (built_tx, built_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<Instant>();
-        let (stopped_tx, stopped) = std::sync::mpsc::channel();
-        let drained = queue.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let export = export.clone();
         std::thread::Builder::new()
             .name("otel-export".to_owned())
             .spawn(move || {
@@ -88,173 +137,110 @@ impl TraceExport {
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    let exporter = match exporter(endpoint, tls, timeout) {
-                        Ok(exporter) => {
-                            let _ = built_tx.send(Ok(()));
-                            exporter
-                        }
-                        Err(error) => {
-                            let _ = built_tx.send(Err(error));
-                            return;
-                        }
-                    };
-                    let export = BatchExport {
-                        queue: drained,
-                        exporter,
-                        envelope,
-                        failures: RateLimitedLog::new(Duration::from_secs(60)),
-                    };
-                    export.run(schedule_delay, stop_rx).await;
-                });
-                let _ = stopped_tx.send(());
+                let built = runtime.block_on(async { grpc_exporter(&export) });
+                let serving = built.is_ok();
+                let _ = built_tx.send(built);
+                if serving {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                }
             })
             .map_err(|error| TelemetryError::Export(error.to_string()))?;
-        built_rx
+        let exporter = built_rx
             .recv()
             .map_err(|_| TelemetryError::Export("the export thread ended".to_owned()))?
             .map_err(TelemetryError::Export)?;
-
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(QueueProcessor { queue: queue.clone() })
-            .with_sampler(sampler(config.sampler))
-            .with_resource(resource)
-            .build();
-        Ok(Self {
-            provider,
-            queue,
-            sampler: config.sampler,
-            shutdown_timeout: config.shutdown_timeout,
-            stop,
-            stopped,
-        })
+        Ok((exporter, Self { stop }))
     }
 
-    /// The tracer of the `tracing` bridge.
-    pub(crate) fn tracer(&self) -> SdkTracer {
-        self.provider.tracer(SCOPE)
-    }
-
-    /// What direct spans are sampled by and queued in.
-    pub(crate) fn recorder(&self) -> spans::Recorder {
-        spans::Recorder::new(sampler(self.sampler), self.queue.clone())
-    }
-
-    /// Sends what is queued within the shutdown timeout, then stops the export thread.
-    pub(crate) fn shutdown(self) {
-        let deadline = Instant::now() + self.shutdown_timeout;
-        // Its processor holds nothing back: bridge spans are queued as they end.
-        let _ = self.provider.shutdown();
-        if self.stop.send(deadline).is_ok() && self.stopped.recv_timeout(self.shutdown_timeout).is_err() {
-            tracing::warn!("trace export did not finish within its shutdown timeout; remaining spans are lost");
-        }
+    fn stop(self) {
+        let _ = self.stop.send(());
     }
 }
 
-/// The task that drains the queue into the collector.
-struct BatchExport {
-    queue: Arc<SpanQueue>,
-    exporter: OtlpExporter,
-    envelope: Envelope,
-    failures: RateLimitedLog,
-}
-
-impl BatchExport {
-    /// Sends each batch as it fills, and whatever is queued every `schedule_delay`;
-    /// on `stop`, what is left, until the instant it names.
-    async fn run(&self, schedule_delay: Duration, mut stop: tokio::sync::oneshot::Receiver<Instant>) {
-        let deadline = loop {
-            tokio::select! {
-                biased;
-                deadline = &mut stop => break deadline.ok(),
-                () = self.queue.batch_filled() => self.send_queued(false).await,
-                () = tokio::time::sleep(schedule_delay) => self.send_queued(true).await,
-            }
-        };
-        self.queue.close();
-        if let Some(deadline) = deadline {
-            let _ = tokio::time::timeout_at(deadline.into(), self.send_queued(true)).await;
-        }
-    }
-
-    /// Full batches; with `partial`, the one being filled too. The batches
-    /// waiting are sent together, as concurrent calls on the one connection,
-    /// so their answers are awaited once.
-    async fn send_queued(&self, partial: bool) {
-        loop {
-            let waiting: Vec<Batch> = std::iter::from_fn(|| self.queue.take(partial)).collect();
-            if waiting.is_empty() {
-                return;
-            }
-            futures::future::join_all(waiting.into_iter().map(|batch| self.send(batch))).await;
-        }
-    }
-
-    async fn send(&self, batch: Batch) {
-        let request = frame_request(&self.envelope, batch.spans, self.queue.room());
-        let result = self.exporter.send(request).await;
-        accounting::export_finished(batch.count, result.is_ok());
-        if let Err(error) = result
-            && let Some(suppressed) = self.failures.should_log()
-        {
-            tracing::warn!(%error, spans = batch.count, failures_not_logged = suppressed, "trace export failed; its spans are lost");
-        }
-    }
-}
-
-/// Queues the SDK's spans (the `tracing` bridge's) as they end, beside the direct ones.
-#[derive(Debug)]
-struct QueueProcessor {
-    queue: Arc<SpanQueue>,
-}
-
-impl SpanProcessor for QueueProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        // The SDK ends spans it records without sampling too; only sampled ones are exported.
-        if span.span_context.is_sampled() {
-            self.queue.push(&FinishedSpan::from(&span));
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
-    }
-}
-
-/// The OTLP exporter ([`OtlpExporter`]) on a lazy channel: it connects on the first export and
-/// reconnects after a failure. Every step of an export is bounded by `timeout`.
-/// tonic's request timeout only starts once a connection is ready, so the TCP
-/// connect (an address that drops SYNs) and the TLS handshake (a collector that
-/// accepts and never answers) get their own bounds; without them one stuck
-/// export would hold the export task, and every batch after it, for good.
-fn exporter(endpoint: String, tls: Option<ClientTlsConfig>, timeout: Duration) -> Result<OtlpExporter, String> {
-    let mut channel = Endpoint::from_shared(endpoint)
+/// OTLP/gRPC on a lazy channel: it connects on the first export and reconnects after a
+/// failure. The channel is the suite's so that connecting (an address that drops SYNs)
+/// and the TLS handshake (a collector that accepts and never answers) are bounded like
+/// the request: tonic's request timeout starts only once a connection is ready, and
+/// without those bounds one stuck export would hold the batch thread for good.
+fn grpc_exporter(export: &OtlpExport) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(export.endpoint.clone())
         .map_err(|error| error.to_string())?
-        .timeout(timeout)
-        .connect_timeout(timeout);
-    if let Some(tls) = tls {
-        channel = channel.tls_config(tls.timeout(timeout)).map_err(|error| error.to_string())?;
+        .timeout(export.timeout)
+        .connect_timeout(export.timeout);
+    if export.endpoint.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(export.tls.tonic_config().timeout(export.timeout))
+            .map_err(|error| error.to_string())?;
     }
-    Ok(OtlpExporter::new(channel.connect_lazy()))
+    let metadata = export
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                http::HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect::<http::HeaderMap>();
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_channel(endpoint.connect_lazy())
+        .with_timeout(export.timeout)
+        .with_metadata(tonic::metadata::MetadataMap::from_headers(metadata));
+    if export.gzip {
+        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+    }
+    builder.build().map_err(|error| error.to_string())
 }
 
-fn client_tls(tls: &CollectorTls) -> ClientTlsConfig {
-    // A configured CA bundle replaces the web roots: a private collector's CA
-    // is all that should vouch for it.
-    let config = match &tls.ca_pem {
-        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
-        None => ClientTlsConfig::new().with_webpki_roots(),
-    };
-    match &tls.client_identity {
-        Some(identity) => config.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem)),
-        None => config,
+/// OTLP/HTTP with protobuf bodies through a blocking reqwest client (the batch
+/// processor's thread waits for each export anyway), with rustls on ring and the
+/// collector's CA or the web roots.
+fn http_exporter(export: &OtlpExport) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let tls = export.tls.rustls_config().map_err(TelemetryError::Export)?;
+    let timeout = export.timeout;
+    // The blocking client runs a runtime of its own; it must not be built inside the
+    // service's (the services' `main` is async).
+    let client = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .tls_backend_preconfigured(tls)
+            .build()
+    })
+    .join()
+    .map_err(|_| TelemetryError::Export("building the HTTP client panicked".to_owned()))?
+    .map_err(|error| TelemetryError::Export(format!("cannot build the HTTP client: {error}")))?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(export.endpoint.clone())
+        .with_timeout(timeout)
+        .with_headers(export.headers.iter().cloned().collect::<HashMap<_, _>>());
+    if export.gzip {
+        builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
     }
+    builder.build().map_err(|error| TelemetryError::Export(error.to_string()))
+}
+
+/// The SDK's resource detectors read `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+/// (and add `telemetry.sdk.*`); the suite adds what they leave unset: the binary's name,
+/// its version, and an id of this process, so the replicas of a Deployment tell apart.
+fn resource(config: &TracingConfig) -> Resource {
+    let mut builder = Resource::builder();
+    if !config.service_name_from_env {
+        builder = builder.with_service_name(config.default_service_name.clone());
+    }
+    if !config.version_from_env {
+        builder = builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if !config.instance_id_from_env {
+        builder = builder.with_attribute(KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()));
+    }
+    builder.build()
 }
 
 fn sampler(config: SamplerConfig) -> Sampler {
@@ -265,5 +251,140 @@ fn sampler(config: SamplerConfig) -> Sampler {
         SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
         SamplerConfig::ParentBasedTraceIdRatio(ratio) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
+    }
+}
+
+/// The batch processor, with its queue bound enforced in front of it where a dropped
+/// span can be counted (the SDK counts its drops but does not say how many), sampled
+/// spans only (the SDK hands processors the spans it records without sampling too),
+/// and string values cut to the attribute value length limit, which the SDK does not apply.
+#[derive(Debug)]
+struct BoundedQueue<P> {
+    inner: P,
+    /// Spans handed to the batch processor and not yet taken by an export.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    value_length_limit: Option<usize>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedQueue<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            accounting::dropped(1);
+            return;
+        }
+        if let Some(limit) = self.value_length_limit {
+            let events = span.events.events.iter_mut().flat_map(|event| event.attributes.iter_mut());
+            let links = span.links.links.iter_mut().flat_map(|link| link.attributes.iter_mut());
+            for attribute in span.attributes.iter_mut().chain(events).chain(links) {
+                truncate(&mut attribute.value, limit);
+            }
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Cuts a string value, or each string of an array, to `limit` characters.
+fn truncate(value: &mut Value, limit: usize) {
+    let cut = |text: &StringValue| -> Option<StringValue> {
+        let (end, _) = text.as_str().char_indices().nth(limit)?;
+        Some(StringValue::from(text.as_str()[..end].to_owned()))
+    };
+    match value {
+        Value::String(text) => {
+            if let Some(short) = cut(text) {
+                *text = short;
+            }
+        }
+        Value::Array(opentelemetry::Array::String(texts)) => {
+            for text in texts {
+                if let Some(short) = cut(text) {
+                    *text = short;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The exporter, counting what each export did: spans the collector accepted, or
+/// lost with a failed export (after the exporter's own retries).
+#[derive(Debug)]
+struct AccountedExporter<E> {
+    inner: E,
+    queued: Arc<AtomicUsize>,
+    failures: RateLimitedLog,
+}
+
+impl<E: SpanExporter> SpanExporter for AccountedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        // Taken off the queue: room for as many new spans.
+        self.queued.fetch_sub(spans, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        accounting::export_finished(spans, result.is_ok());
+        if let Err(error) = &result
+            && let Some(suppressed) = self.failures.should_log()
+        {
+            tracing::warn!(%error, spans, failures_not_logged = suppressed, "trace export failed; its spans are lost");
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use opentelemetry::Array;
+
+    use super::*;
+
+    #[test]
+    fn values_are_cut_to_the_limit_in_characters() {
+        let mut text = Value::from("añb€c");
+        truncate(&mut text, 3);
+        assert_eq!(text, Value::from("añb"));
+        let mut short = Value::from("ab");
+        truncate(&mut short, 3);
+        assert_eq!(short, Value::from("ab"));
+        let mut texts = Value::Array(Array::String(vec!["abcd".into(), "x".into()]));
+        truncate(&mut texts, 2);
+        assert_eq!(texts, Value::Array(Array::String(vec!["ab".into(), "x".into()])));
+        let mut number = Value::from(123_456_i64);
+        truncate(&mut number, 2);
+        assert_eq!(number, Value::from(123_456_i64));
     }
 }

@@ -2,20 +2,22 @@
 //!
 //! JSON lines by default (what log pipelines ingest), human-readable text for a
 //! developer's terminal. Every line carries the service name so logs from all
-//! binaries can be mixed in one stream, and, inside a traced request, the
-//! `trace_id` and `span_id` of the span it was written in.
+//! binaries can be mixed in one stream, and, inside a call, the `trace_id` and
+//! `span_id` of the span it was written in, with export on or off.
 //!
-//! Traces: the RPC and cache spans every call makes ([`spans::DirectSpan`]) and
-//! the `tracing` spans that declare an `otel.kind` (database spans) are exported
-//! over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`TracingConfig`]);
-//! without it no exporter exists and no span is built for export.
+//! Traces go through the OpenTelemetry SDK and are exported by `opentelemetry-otlp`
+//! (OTLP/gRPC or OTLP/HTTP, [`TracingConfig`] from the standard `OTEL_*` variables).
+//! Two ways into the one tracer provider: the spans every call makes (server,
+//! client, cache) are made with the OpenTelemetry API ([`spans::CallSpan`]); every
+//! other span is a `tracing` span, which tracing-opentelemetry exports when it is at
+//! INFO or above and not aimed at [`LOG_FIELDS`]. Context crosses processes through
+//! OpenTelemetry's global propagator ([`propagation`]).
 
 mod accounting;
+mod collector_tls;
 pub mod context;
 mod export;
-mod otlp;
 pub mod propagation;
-mod queue;
 pub mod spans;
 mod tracing_config;
 
@@ -34,7 +36,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use accounting::{SpanExportStats, span_export_stats};
-pub use tracing_config::{ClientIdentity, CollectorTls, SamplerConfig, TracingConfig};
+pub use tracing_config::{
+    BatchSettings, ClientIdentity, CollectorTls, OtlpExport, OtlpProtocol, Propagator, SamplerConfig, SpanLimitSettings, TracingConfig,
+};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,15 +74,23 @@ pub struct LoggingArgs {
     pub log_filter: String,
 }
 
+/// The `tracing` target of spans that only add fields to the log lines written
+/// inside them and are never exported: the request's log span (its call has an
+/// OpenTelemetry server span already) and the handlers' spans, in
+/// `#[tracing::instrument(target = "log_fields", ...)]`.
+pub const LOG_FIELDS: &str = "log_fields";
+
 /// Installs logging and, when a collector is configured, trace export, as the
-/// global subscriber of a binary. Keep the returned [`Telemetry`] until the
-/// end of `main` and call [`Telemetry::shutdown`] there, so the last spans leave.
+/// global subscriber of a binary, and the propagators `OTEL_PROPAGATORS` names.
+/// Keep the returned [`Telemetry`] until the end of `main` and call
+/// [`Telemetry::shutdown`] there, so the last spans leave.
 ///
 /// `filter` uses the `RUST_LOG` syntax (for example `info,sqlx=warn`) and
 /// chooses log lines only: spans at INFO and above are exported whatever it says.
 pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &TracingConfig) -> Result<Telemetry, TelemetryError> {
-    let exporter = match &tracing_config.endpoint {
-        Some(_) => Some(export::TraceExport::start(tracing_config)?),
+    propagation::install(&tracing_config.propagators);
+    let exporter = match &tracing_config.export {
+        Some(export) => Some(export::TraceExport::start(tracing_config, export)?),
         None => None,
     };
     let otel_layer = exporter.as_ref().map(|export| {
@@ -91,13 +103,9 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
             .with_filter(
                 tracing_subscriber::filter::filter_fn(|metadata| {
                     if metadata.is_span() {
-                        // Only spans that say which kind of OpenTelemetry span they are (database
-                        // spans declare `otel.kind = "client"`). The others carry fields for log
-                        // lines: a request's log span and the handlers' `#[instrument]` spans, whose
-                        // call the direct server span (`spans`) already covers. Converting a handler
-                        // span cost as much as all of a call's direct spans together.
-                        *metadata.level() <= tracing::Level::INFO && metadata.fields().field("otel.kind").is_some()
+                        *metadata.level() <= tracing::Level::INFO && metadata.target() != LOG_FIELDS
                     } else {
+                        // Warnings and errors inside an exported span become its events.
                         *metadata.level() <= tracing::Level::WARN
                     }
                 })
@@ -126,7 +134,7 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
     let installed = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok();
     if installed {
         if let Some(export) = &exporter {
-            spans::install(export.recorder());
+            export.install_globally();
             TRACING_ENABLED.store(true, Ordering::Relaxed);
         }
         tracing::debug!(tracing = exporter.is_some(), "telemetry initialised");
@@ -136,9 +144,8 @@ pub fn init(service: &'static str, logging: &LoggingArgs, tracing_config: &Traci
     })
 }
 
-/// The name of the `tracing` span a server opens per call so that log lines
-/// carry the call's fields (its request id); it is never exported, the call's
-/// server span is a [`spans::DirectSpan`].
+/// The name of the `tracing` span a server opens per call (target [`LOG_FIELDS`])
+/// so that log lines carry the call's fields (its request id).
 pub const REQUEST_LOG_SPAN: &str = "request";
 
 /// Whether spans are being exported by this process. Hot paths (the gateway's

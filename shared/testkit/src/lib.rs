@@ -17,7 +17,7 @@ pub mod pki;
 mod proxy;
 
 pub use db::{TestDb, assert_field_status, assert_violation};
-pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedExport, ReceivedSpan};
 pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};
 

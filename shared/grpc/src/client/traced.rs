@@ -1,6 +1,7 @@
 //! The client half of trace propagation: a channel that opens a client span
 //! per outgoing call (OpenTelemetry RPC conventions, kind client), writes its
-//! W3C context and the incoming call's `x-request-id` into the request, and
+//! context (through OpenTelemetry's global propagator) and the incoming call's
+//! `x-request-id` into the request, and
 //! ends the span with the call's gRPC status; it also times every call into
 //! `rpc_client_call_duration_seconds`.
 
@@ -11,7 +12,7 @@ use futures::future::{BoxFuture, FutureExt};
 use http::HeaderMap;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use suite_telemetry::spans::DirectSpan;
+use suite_telemetry::spans::CallSpan;
 use tonic::Code;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -87,7 +88,7 @@ pub struct ClientCall {
     metrics: ClientMetrics,
     dependency: &'static str,
     names: MethodNames,
-    span: Option<DirectSpan>,
+    span: Option<CallSpan>,
     finished: bool,
 }
 
@@ -96,31 +97,47 @@ impl ClientCall {
     /// and name a span: pass names from the descriptors (or `unknown`), never
     /// unchecked input, or made-up methods would add series without bound.
     pub fn start(dependency: &'static str, names: MethodNames, metrics: &ClientMetrics) -> Self {
+        let span = CallSpan::start_in_current(SpanKind::Client, names.span_name, || {
+            // Room for the status code when the call ends.
+            let mut attributes = Vec::with_capacity(5);
+            attributes.extend([
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", names.service),
+                KeyValue::new("rpc.method", names.method),
+                KeyValue::new("server.address", dependency),
+            ]);
+            attributes
+        });
+        Self::with_span(dependency, names, metrics, span)
+    }
+
+    /// A call a proxy forwards (the gateway's): timed like any, but without a client
+    /// span of its own. The server span of the call it forwards covers it, and is the
+    /// parent the upstream continues: one span per hop, as proxies trace.
+    pub fn forwarded(dependency: &'static str, names: MethodNames, metrics: &ClientMetrics) -> Self {
+        Self::with_span(dependency, names, metrics, None)
+    }
+
+    fn with_span(dependency: &'static str, names: MethodNames, metrics: &ClientMetrics, span: Option<CallSpan>) -> Self {
         Self {
             started: Instant::now(),
             metrics: metrics.clone(),
             dependency,
-            span: DirectSpan::start_in_current(SpanKind::Client, || {
-                // Room for the status code when the call ends.
-                let mut attributes = Vec::with_capacity(5);
-                attributes.extend([
-                    KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", names.service),
-                    KeyValue::new("rpc.method", names.method),
-                    KeyValue::new("server.address", dependency),
-                ]);
-                (names.span_name, attributes)
-            }),
+            span,
             names,
             finished: false,
         }
     }
 
-    /// Writes this call's trace context into its outgoing headers: its client
-    /// span's, or without export the caller's trace this process continues.
+    /// Writes this call's trace context into its outgoing headers, replacing any the
+    /// headers held: its client span's; a forwarded call's, the current one (the
+    /// server span's); without export, the caller's trace this process continues.
     pub fn inject(&self, headers: &mut HeaderMap) {
         match &self.span {
             Some(span) => suite_telemetry::propagation::inject(span.context(), headers),
+            None if suite_telemetry::tracing_enabled() => {
+                suite_telemetry::propagation::inject(&opentelemetry::Context::current(), headers);
+            }
             None => suite_telemetry::context::inject_untraced(headers),
         }
     }

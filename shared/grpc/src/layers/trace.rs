@@ -1,7 +1,7 @@
 //! One server span per call, following the OpenTelemetry RPC conventions
 //! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, kind
-//! server, `network.peer.*`), continued from the caller's W3C trace context
-//! when the server trusts it, and an `x-request-id` accepted or generated,
+//! server, `network.peer.*`), continued from the caller's trace context (read by
+//! OpenTelemetry's global propagator) when the server trusts it, and an `x-request-id` accepted or generated,
 //! passed on to the handler and returned to the caller. With span export off,
 //! the call still gets a trace context (without a span) so its log lines carry
 //! a trace id and span id.
@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue};
 use opentelemetry::KeyValue;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::SpanKind;
-use suite_telemetry::spans::DirectSpan;
+use suite_telemetry::spans::CallSpan;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -113,28 +113,30 @@ where
         let path = request.uri().path();
         let names = *self.layer.known_methods.names(path);
         let (service, method) = (names.service, names.method);
-        // Fields for the call's log lines only; its OpenTelemetry span is made directly below.
+        // Fields for the call's log lines only; its OpenTelemetry span is made below.
         let log_span = tracing::info_span!(
+            target: suite_telemetry::LOG_FIELDS,
             suite_telemetry::REQUEST_LOG_SPAN,
             rpc.service = service,
             rpc.method = method,
             request_id = request_id.to_str().unwrap_or_default(),
         );
         let (context, server_span) = if suite_telemetry::tracing_enabled() {
-            let span = DirectSpan::start(SpanKind::Server, &caller_context.unwrap_or_default(), || {
+            let span = CallSpan::start(SpanKind::Server, &caller_context.unwrap_or_default(), names.span_name, || {
                 // Room for the peer's address and port, and for the status code when the call ends.
-                let mut attributes = Vec::with_capacity(7);
+                // The request id is not among them: every log line of the call carries it beside the
+                // trace id, and each attribute costs every exported span allocations and encoding.
+                let mut attributes = Vec::with_capacity(6);
                 attributes.extend([
                     KeyValue::new("rpc.system", "grpc"),
                     KeyValue::new("rpc.service", names.service),
                     KeyValue::new("rpc.method", names.method),
-                    KeyValue::new("request_id", request_id.to_str().unwrap_or_default().to_owned()),
                 ]);
                 if let Some(peer) = request.extensions().get::<PeerInfo>() {
                     attributes.push(KeyValue::new("network.peer.address", peer.remote_ip.clone()));
                     attributes.push(KeyValue::new("network.peer.port", i64::from(peer.remote_addr.port())));
                 }
-                (names.span_name, attributes)
+                attributes
             });
             (span.as_ref().map(|span| span.context().clone()), span)
         } else {
@@ -186,9 +188,7 @@ fn accept_or_generate_request_id(headers: &mut HeaderMap) -> (HeaderValue, bool)
     }
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let mut generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    // Unique per call: sent as an HPACK literal rather than filling the upstream connection's header table.
-    generated.set_sensitive(true);
+    let generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     headers.insert(REQUEST_ID_HEADER, generated.clone());
     (generated, false)
 }
@@ -204,7 +204,7 @@ fn is_acceptable_request_id(bytes: &[u8]) -> bool {
 
 /// Holds the server span open until the response's status is known.
 struct SpanGuard {
-    server_span: Option<DirectSpan>,
+    server_span: Option<CallSpan>,
     log_span: tracing::Span,
     /// The call's trace context, for the last log line.
     context: Option<opentelemetry::Context>,
