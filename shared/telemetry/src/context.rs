@@ -58,14 +58,11 @@ pub fn untraced_request(trusted_caller: Option<Context>) -> Context {
 
 /// Writes the current context into outgoing `headers` when it is a caller's
 /// trace this process continues without exporting; a log-only trace is not
-/// passed on, and whatever context `headers` held (a proxied client's) is
-/// removed either way. With export on, client spans inject their own context instead.
+/// passed on. With export on, client spans inject their own context instead.
 pub fn inject_untraced(headers: &mut HeaderMap) {
     let current = Context::current();
     if current.span().span_context().is_valid() && current.get::<LogOnly>().is_none() {
         propagation::inject(&current, headers);
-    } else {
-        propagation::strip(headers);
     }
 }
 
@@ -141,8 +138,7 @@ mod tests {
             let (trace_id, span_id) = current_ids().unwrap();
             assert_ne!(trace_id, opentelemetry::TraceId::INVALID);
             assert_ne!(span_id, opentelemetry::SpanId::INVALID);
-            // A proxied request's own context does not go on either.
-            let mut outgoing = caller_headers();
+            let mut outgoing = HeaderMap::new();
             inject_untraced(&mut outgoing);
             assert!(outgoing.is_empty(), "{outgoing:?}");
         }

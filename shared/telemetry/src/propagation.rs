@@ -18,18 +18,38 @@ use crate::tracing_config::Propagator;
 /// Makes `propagators` the process's global propagator.
 pub fn install(propagators: &[Propagator]) {
     let propagator = composite(propagators);
-    let _ = FIELD_NAMES.set(
-        propagator
-            .fields()
-            .filter_map(|field| HeaderName::from_bytes(field.as_bytes()).ok())
-            .collect(),
-    );
+    let mut names = w3c_fields();
+    for name in fields_of(&propagator) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let _ = CONTEXT_HEADERS.set(names);
     opentelemetry::global::set_text_map_propagator(propagator);
 }
 
-/// The header names the installed propagators write, parsed once: parsing a name that
-/// is not a standard HTTP header allocates, and every traced call writes them.
-static FIELD_NAMES: OnceLock<Vec<HeaderName>> = OnceLock::new();
+/// The headers that carry trace context: the W3C ones whichever propagators this
+/// process uses (a hop behind it may read them), and those of the propagators it
+/// uses. Parsed once: parsing a name that is not a standard HTTP header allocates,
+/// and every traced call writes or strips them.
+static CONTEXT_HEADERS: OnceLock<Vec<HeaderName>> = OnceLock::new();
+
+fn context_headers() -> &'static [HeaderName] {
+    CONTEXT_HEADERS.get_or_init(w3c_fields)
+}
+
+fn w3c_fields() -> Vec<HeaderName> {
+    let mut names = fields_of(&TraceContextPropagator::new());
+    names.extend(fields_of(&BaggagePropagator::new()));
+    names
+}
+
+fn fields_of(propagator: &dyn TextMapPropagator) -> Vec<HeaderName> {
+    propagator
+        .fields()
+        .filter_map(|field| HeaderName::from_bytes(field.as_bytes()).ok())
+        .collect()
+}
 
 fn composite(propagators: &[Propagator]) -> TextMapCompositePropagator {
     let chosen: Vec<Box<dyn TextMapPropagator + Send + Sync>> = propagators
@@ -54,14 +74,13 @@ fn extract_with(propagator: &dyn TextMapPropagator, headers: &HeaderMap) -> Cont
     propagator.extract(&HeaderExtractor(headers))
 }
 
-/// Writes `context` into `headers`, replacing whatever trace context they held
-/// (a proxied request carries its client's).
+/// Writes `context` into `headers`, which carry no trace context of their own: a
+/// server removes its caller's ([`strip`]) before a request can be forwarded.
 pub fn inject(context: &Context, headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| inject_with(propagator, context, headers));
 }
 
 fn inject_with(propagator: &dyn TextMapPropagator, context: &Context, headers: &mut HeaderMap) {
-    strip_with(propagator, headers);
     propagator.inject_context(context, &mut MetadataInjector(headers));
 }
 
@@ -75,9 +94,7 @@ impl Injector for MetadataInjector<'_> {
         if value.is_empty() {
             return;
         }
-        let known = FIELD_NAMES
-            .get()
-            .and_then(|names| names.iter().find(|name| name.as_str() == key).cloned());
+        let known = context_headers().iter().find(|name| name.as_str() == key).cloned();
         let Some(name) = known.or_else(|| HeaderName::from_bytes(key.as_bytes()).ok()) else {
             return;
         };
@@ -88,18 +105,11 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
-/// Removes any trace context from `headers`: the W3C headers whichever
-/// propagators this process uses (a hop behind it may read them), and those of
-/// the propagators it uses. The gateway does this to calls from clients it does
-/// not trust.
+/// Removes any trace context from `headers` ([`CONTEXT_HEADERS`]): every server does
+/// once it has read (or, from clients it does not trust, ignored) its caller's.
 pub fn strip(headers: &mut HeaderMap) {
-    opentelemetry::global::get_text_map_propagator(|propagator| strip_with(propagator, headers));
-}
-
-fn strip_with(propagator: &dyn TextMapPropagator, headers: &mut HeaderMap) {
-    let (trace_context, baggage) = (TraceContextPropagator::new(), BaggagePropagator::new());
-    for field in trace_context.fields().chain(baggage.fields()).chain(propagator.fields()) {
-        headers.remove(field);
+    for name in context_headers() {
+        headers.remove(name);
     }
 }
 
@@ -135,7 +145,7 @@ mod tests {
         assert!(span.span_context().is_remote() && span.span_context().is_sampled());
         assert_eq!(span.span_context().trace_id().to_string(), TRACE_ID);
         assert_eq!(context.baggage().get("tenant").map(ToString::to_string).as_deref(), Some("acme"));
-        let mut outgoing = headers(&[("traceparent", "00-stale")]);
+        let mut outgoing = HeaderMap::new();
         inject_with(&w3c, &context, &mut outgoing);
         assert_eq!(outgoing, incoming);
         // No empty tracestate goes out with a context that has none.
@@ -168,9 +178,9 @@ mod tests {
 
         let none = composite(&[]);
         assert!(!extract_with(&none, &incoming).span().span_context().is_valid());
-        let mut outgoing = incoming.clone();
+        let mut outgoing = HeaderMap::new();
         inject_with(&none, &context, &mut outgoing);
-        assert!(outgoing.is_empty(), "none writes nothing and the old context is gone: {outgoing:?}");
+        assert!(outgoing.is_empty(), "none writes nothing: {outgoing:?}");
     }
 
     #[test]

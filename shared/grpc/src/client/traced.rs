@@ -129,9 +129,9 @@ impl ClientCall {
         }
     }
 
-    /// Writes this call's trace context into its outgoing headers, replacing any the
-    /// headers held: its client span's; a forwarded call's, the current one (the
-    /// server span's); without export, the caller's trace this process continues.
+    /// Writes this call's trace context into its outgoing headers: its client span's;
+    /// a forwarded call's, the current one (the server span's); without export, the
+    /// caller's trace this process continues.
     pub fn inject(&self, headers: &mut HeaderMap) {
         match &self.span {
             Some(span) => suite_telemetry::propagation::inject(span.context(), headers),

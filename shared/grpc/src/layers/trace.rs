@@ -105,11 +105,11 @@ where
         let echo = !(accepted && from_workload);
         let caller_context = match self.layer.remote {
             RemoteTraceContext::Trust => Some(suite_telemetry::propagation::extract(request.headers())),
-            RemoteTraceContext::Ignore => {
-                suite_telemetry::propagation::strip(request.headers_mut());
-                None
-            }
+            RemoteTraceContext::Ignore => None,
         };
+        // Read (or ignored), the caller's context leaves the request: a call made on its behalf
+        // (the gateway forwards this very request) carries this hop's context, or none.
+        suite_telemetry::propagation::strip(request.headers_mut());
         let path = request.uri().path();
         let names = *self.layer.known_methods.names(path);
         let (service, method) = (names.service, names.method);
@@ -188,7 +188,11 @@ fn accept_or_generate_request_id(headers: &mut HeaderMap) -> (HeaderValue, bool)
     }
     let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let mut generated = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    // Unique per call: sent as a literal rather than added to the upstream connection's
+    // header table, where it would only push out the headers that repeat. Without it the
+    // untraced gateway ran about 7,000 more instructions per proxied call (callgrind).
+    generated.set_sensitive(true);
     headers.insert(REQUEST_ID_HEADER, generated.clone());
     (generated, false)
 }
