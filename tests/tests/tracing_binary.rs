@@ -697,14 +697,17 @@ async fn a_collector_stopped_mid_run_costs_requests_nothing_and_export_resumes_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_answering_unavailable_then_ok_gets_the_spans_through_the_exporters_retries() {
+async fn a_collector_answering_unavailable_then_ok_gets_the_gzipped_spans_through_the_exporters_retries() {
     let data = tempfile::tempdir().unwrap();
     for receiver in [OtlpReceiver::start().await.unwrap(), OtlpReceiver::start_http().await.unwrap()] {
         let protocol = receiver.protocol();
         receiver.refuse_next(2);
         let mut server = user_service_exporting_to(
             Some(&receiver.endpoint()),
-            &[("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)],
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ],
             &data.path().join(protocol.replace('/', "-")),
         )
         .await;
