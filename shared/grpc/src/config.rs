@@ -55,6 +55,18 @@ pub struct ServerConfig {
     /// A connection with no request in progress for this long is closed (0: never).
     #[arg(long, env = "GRPC_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
     pub idle_timeout_ms: u64,
+
+    /// A connection older than this (give or take 10%, drawn once per process) is told
+    /// to go away (HTTP/2 GOAWAY): its calls in flight finish, and the client's next call
+    /// opens a new connection, which a Service may send to another replica. So clients
+    /// behind one address, grpcurl and other tools included, spread over replicas
+    /// added since they connected (0: never).
+    #[arg(long, env = "MAX_CONNECTION_AGE_MS", default_value_t = 300_000)]
+    pub max_connection_age_ms: u64,
+
+    /// How long calls in flight on a connection past its age may still take before it is closed.
+    #[arg(long, env = "MAX_CONNECTION_AGE_GRACE_MS", default_value_t = 30_000)]
+    pub max_connection_age_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +84,8 @@ impl Default for ServerConfig {
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+            max_connection_age_ms: 300_000,
+            max_connection_age_grace_ms: 30_000,
         }
     }
 }
@@ -92,6 +106,21 @@ impl ServerConfig {
     pub fn readiness_interval(&self) -> Duration {
         Duration::from_millis(self.readiness_interval_ms)
     }
+
+    /// The maximum connection age with this process's jitter (uniform within +/-10%):
+    /// replicas started together do not send all their clients away at once.
+    pub fn max_connection_age(&self) -> Option<Duration> {
+        (self.max_connection_age_ms > 0).then(|| jittered(Duration::from_millis(self.max_connection_age_ms), rand::random::<f64>()))
+    }
+
+    pub fn max_connection_age_grace(&self) -> Duration {
+        Duration::from_millis(self.max_connection_age_grace_ms)
+    }
+}
+
+/// `age` moved by up to 10% either way, `unit` in [0, 1) choosing where.
+fn jittered(age: Duration, unit: f64) -> Duration {
+    age.mul_f64(0.9 + 0.2 * unit)
 }
 
 #[cfg(test)]
@@ -104,6 +133,22 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         server: ServerConfig,
+    }
+
+    #[test]
+    fn connection_age_is_jittered_within_ten_percent_and_zero_turns_it_off() {
+        let age = Duration::from_secs(300);
+        assert_eq!(jittered(age, 0.0), Duration::from_secs(270));
+        assert_eq!(jittered(age, 0.5), age);
+        assert!(jittered(age, 0.999_999) < Duration::from_secs(330));
+        let config = ServerConfig::default();
+        let drawn = config.max_connection_age().unwrap_or_default();
+        assert!(drawn >= Duration::from_secs(270) && drawn < Duration::from_secs(330), "{drawn:?}");
+        let off = ServerConfig {
+            max_connection_age_ms: 0,
+            ..ServerConfig::default()
+        };
+        assert_eq!(off.max_connection_age(), None);
     }
 
     #[test]

@@ -65,6 +65,19 @@ pub(crate) struct Connection {
     stream: Transport,
     info: PeerInfo,
     idle: IdleTimer,
+    /// When the connection is closed whatever it is doing: its maximum age plus the
+    /// grace its calls get. (tonic sends GOAWAY at the age; its own forced close skips
+    /// that GOAWAY, so the forced close is done here.)
+    end_of_life: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// How long an accepted connection may live.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ConnectionLimits {
+    /// Closed after this long with no open stream.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Closed after this long in any case.
+    pub(crate) lifetime: Option<Duration>,
 }
 
 /// Streams open on one connection, so the connection can tell when it is idle.
@@ -134,12 +147,18 @@ impl IdleTimer {
 }
 
 impl Connection {
-    fn new(stream: Transport, remote_addr: SocketAddr, identity: Option<PeerIdentity>, idle_timeout: Option<Duration>) -> Self {
+    fn new(stream: Transport, remote_addr: SocketAddr, identity: Option<PeerIdentity>, limits: ConnectionLimits) -> Self {
         Self {
             stream,
             info: PeerInfo::new(remote_addr, identity),
-            idle: IdleTimer::new(idle_timeout),
+            idle: IdleTimer::new(limits.idle_timeout),
+            end_of_life: limits.lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
         }
+    }
+
+    /// Whether the connection has lived its whole life; registers for a wake-up otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.end_of_life.as_mut().is_some_and(|end| end.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -157,6 +176,10 @@ impl AsyncRead for Connection {
         if this.idle.expired(&this.info.activity, cx) {
             // End of input: the HTTP/2 server closes the connection.
             tracing::debug!(remote = %this.info.remote_addr, "closing an idle connection");
+            return Poll::Ready(Ok(()));
+        }
+        if this.expired(cx) {
+            tracing::debug!(remote = %this.info.remote_addr, "closing a connection past its age and grace");
             return Poll::Ready(Ok(()));
         }
         match &mut this.stream {
@@ -206,22 +229,22 @@ impl AsyncWrite for Connection {
 /// Connections accepted on `listener`: plaintext as they come, or after a TLS
 /// handshake that runs beside the accept loop (bounded in time and number) so
 /// a slow or silent peer delays nobody else.
-/// A connection with no open stream for `idle_timeout` is closed.
+/// A connection is closed as `limits` say.
 pub(crate) fn incoming(
     listener: TcpListener,
     tls: Option<ServerTls>,
-    idle_timeout: Option<Duration>,
+    limits: ConnectionLimits,
 ) -> BoxStream<'static, io::Result<Connection>> {
     match tls {
         None => futures::stream::unfold(listener, move |listener| async move {
             let (tcp, remote_addr) = accept(&listener).await;
-            let connection = Connection::new(Transport::Plain(tcp), remote_addr, None, idle_timeout);
+            let connection = Connection::new(Transport::Plain(tcp), remote_addr, None, limits);
             Some((Ok(connection), listener))
         })
         .boxed(),
         Some(tls) => {
             let (sender, receiver) = mpsc::channel(64);
-            let accept_task = tokio::spawn(accept_tls(listener, tls, sender, idle_timeout));
+            let accept_task = tokio::spawn(accept_tls(listener, tls, sender, limits));
             TlsIncoming {
                 receiver,
                 _accept_task: AbortOnDrop(accept_task),
@@ -249,7 +272,7 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<io::Result<Connection>>, idle_timeout: Option<Duration>) {
+async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<io::Result<Connection>>, limits: ConnectionLimits) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let Ok(permit) = pending.clone().acquire_owned().await else {
@@ -265,7 +288,7 @@ async fn accept_tls(listener: TcpListener, tls: ServerTls, sender: mpsc::Sender<
             let _permit = permit;
             // Failures are counted and logged by the handshake itself.
             if let Ok((stream, identity)) = tls.handshake(tcp, remote_addr).await {
-                let connection = Connection::new(Transport::Tls(Box::new(stream)), remote_addr, identity, idle_timeout);
+                let connection = Connection::new(Transport::Tls(Box::new(stream)), remote_addr, identity, limits);
                 let _ = sender.send(Ok(connection)).await;
             }
         });

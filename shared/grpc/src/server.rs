@@ -34,7 +34,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::authz::PolicyError;
 use crate::config::ServerConfig;
-use crate::connection::incoming;
+use crate::connection::{ConnectionLimits, incoming};
 use crate::layers::authz::AuthorizationLayer;
 use crate::layers::limit::ConcurrencyLimitLayer;
 use crate::layers::metrics::{RpcMetricsLayer, RpcServerMetrics};
@@ -251,7 +251,18 @@ impl GrpcServer {
         let grpc_addr = listeners.grpc.local_addr()?;
         let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
         let config = &self.config;
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        let max_connection_age = config.max_connection_age();
+        if let Some(age) = max_connection_age {
+            // Not tonic's own grace: with one set, it closes the connection at age plus grace
+            // without the GOAWAY at the age. The accept loop closes it (`ConnectionLimits`).
+            builder = builder.max_connection_age(age);
+        }
+        let limits = ConnectionLimits {
+            idle_timeout: config.idle_timeout(),
+            lifetime: max_connection_age.map(|age| age + config.max_connection_age_grace()),
+        };
+        let server = builder
             .timeout(config.request_timeout())
             .max_concurrent_streams(Some(config.max_concurrent_streams))
             .http2_max_header_list_size(Some(config.max_header_list_bytes))
@@ -272,7 +283,7 @@ impl GrpcServer {
                     ),
             )
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming(listeners.grpc, tls, config.idle_timeout()), async {
+            .serve_with_incoming_shutdown(incoming(listeners.grpc, tls, limits), async {
                 let _ = drain_started.await;
             });
         tokio::pin!(server);

@@ -15,11 +15,13 @@ mod db;
 pub mod otlp;
 pub mod pki;
 mod proxy;
+mod service_proxy;
 
 pub use db::{TestDb, assert_field_status, assert_violation};
 pub use otlp::{OtlpReceiver, ReceivedExport, ReceivedSpan};
 pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use service_proxy::ServiceProxy;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DEFAULT_REDIS_ADDR: &str = "127.0.0.1:6379";

@@ -355,7 +355,11 @@ impl Dependency {
                 Err(AttemptError::Rejected(status)) => return Err(status),
                 Err(AttemptError::Failed(status)) => status,
             };
-            let retryable = idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
+            // A request that never left (its connection was going away when it was about to be
+            // sent: a server's maximum connection age or drain) is sent again whatever it is, as
+            // gRPC's transparent retry does; the dependency cannot have acted on it.
+            let retryable = never_sent(&status)
+                || idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
             if !retryable || attempts_made >= inner.config.max_attempts {
                 return Err(status);
             }
@@ -398,6 +402,19 @@ enum AttemptError {
 
 fn deadline_exceeded(dependency: &str, timeout: Duration) -> Status {
     Status::deadline_exceeded(format!("{dependency} did not answer within {timeout:?}"))
+}
+
+/// Whether the call failed before its request was handed to a connection: hyper
+/// cancels a request still queued for a connection that closes or goes away.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return hyper.is_canceled();
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Codes that say the dependency itself is unwell (as opposed to "no such user").
