@@ -57,6 +57,15 @@ EXPECTED_GRPC_CALLERS: dict[str, set[str] | None] = {
     "edge-gateway": None,  # the suite's only door: open to every source
 }
 MIGRATING_SERVICES = {"user-service", "order-service"}
+# The services that dial others (the order service the user service, the gateway both);
+# by default each dials its peers' headless Service, <name>-headless, whose name resolves
+# to every ready pod, and its binary balances each call over them.
+CALLERS = {"order-service", "edge-gateway"}
+HEADLESS_SUFFIX = "-headless"
+# The binaries' own defaults (shared/grpc/src/config.rs, the callers' discovery), which the
+# charts' defaults must keep: connections age out after 5 minutes (+/-10%), calls on an aged
+# connection may run 30 s more, and callers resolve their peers' names every 30 s.
+CONNECTION_DEFAULTS = {"MAX_CONNECTION_AGE_MS": 300000, "MAX_CONNECTION_AGE_GRACE_MS": 30000, "RESOLVE_INTERVAL_MS": 30000}
 # OTLP headers carry a hosted backend's API key (both names: the binary prefers the _TRACES_ one).
 OTLP_HEADER_VARS = {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"}
 SECRET_ENV = {"DATABASE_URL", "REDIS_URL", "PAGE_TOKEN_SECRET", "JWT_HS256_SECRET"} | OTLP_HEADER_VARS
@@ -272,6 +281,55 @@ def matches(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def selects(selector: dict | None, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels and matchExpressions) selects these labels; {} selects all."""
+    selector = selector or {}
+    if not matches(selector.get("matchLabels") or {}, labels):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and key in labels and labels[key] in values):
+            return False
+        if (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+@dataclass
+class Peer:
+    """One address a binary dials to reach another service of the suite."""
+
+    who: str  # the object that holds the address
+    caller: str  # the service that dials
+    service: str  # the service it means
+    address: str
+
+
+def dialled_peers(objects: list[Obj]) -> list[Peer]:
+    """The order service's USER_SERVICE_ADDR and the gateway's upstreams (routes.toml)."""
+    peers = []
+    for deployment in by_kind(objects, "Deployment"):
+        for container in pod_spec(deployment)["containers"]:
+            address = env_of(container).get("USER_SERVICE_ADDR", {}).get("value")
+            if address is not None:
+                peers.append(Peer(str(deployment), service_of(deployment), "user-service", address))
+    for cm in by_kind(objects, "ConfigMap"):
+        text = (cm.body.get("data") or {}).get("routes.toml")
+        if text:
+            for upstream in tomllib.loads(text).get("upstreams", []):
+                peers.append(Peer(f"{cm} routes.toml", service_of(cm), upstream.get("name", ""), upstream.get("address", "")))
+    return peers
+
+
+def service_host(address: str) -> tuple[str | None, int | None]:
+    """(Service name, port) of a host:port naming a Service by DNS name in this namespace."""
+    host, _, port = address.rpartition(":")
+    for suffix in (f".{NAMESPACE}.svc", f".{NAMESPACE}.svc.cluster.local"):
+        if host.endswith(suffix) and "." not in host[: -len(suffix)] and port.isdigit():
+            return host[: -len(suffix)], int(port)
+    return None, int(port) if port.isdigit() else None
+
+
 # ---------------------------------------------------------------- assertions
 
 
@@ -410,10 +468,15 @@ def check_service_ports(objects: list[Obj], report: Report, ctx: str) -> None:
             if "admin" in ports:
                 report.fail(ctx, f"{svc} exposes the admin port outside the cluster")
             continue
-        if "grpc" not in ports or "admin" not in ports:
+        headless = svc.name.endswith(HEADLESS_SUFFIX)
+        if headless and "grpc" not in ports:
+            report.fail(ctx, f"{svc} must expose the grpc port (has {sorted(ports)})")
+            continue
+        if not headless and ("grpc" not in ports or "admin" not in ports):
             report.fail(ctx, f"{svc} must expose the grpc and admin ports (has {sorted(ports)})")
             continue
-        host = f"{svc.name}.{NAMESPACE}.svc.cluster.local"
+        # The headless Service selects the same pods: under Istio its port is declared TLS too.
+        host = f"{svc.name.removesuffix(HEADLESS_SUFFIX) if headless else svc.name}.{NAMESPACE}.svc.cluster.local"
         # Under Istio routing the port is declared TLS: the mesh cannot parse the binary's own mTLS.
         expected = "tls" if host in virtual_hosts else "grpc"
         if ports["grpc"].get("appProtocol") != expected:
@@ -764,34 +827,248 @@ def check_config_files(objects: list[Obj], report: Report, ctx: str) -> None:
                 if not re.fullmatch(rf"spiffe://[a-z0-9._-]+/ns/{NAMESPACE}/sa/[a-z0-9-]+", spiffe):
                     report.fail(ctx, f"{cm} {key} names {spiffe!r}, not a SPIFFE id in namespace {NAMESPACE}")
             for upstream in doc.get("upstreams", []):
-                if not upstream.get("address", "").startswith(f"{upstream.get('name')}.{NAMESPACE}.svc:"):
+                services = (upstream.get("name"), f"{upstream.get('name')}{HEADLESS_SUFFIX}")
+                if not any(upstream.get("address", "").startswith(f"{name}.{NAMESPACE}.svc:") for name in services):
                     report.fail(ctx, f"{cm} {key} sends {upstream.get('name')} to {upstream.get('address')}")
             report.count("config file checks")
 
 
-def check_peer_addresses(objects: list[Obj], report: Report, ctx: str) -> None:
+def expected_discovery(values: dict) -> dict:
+    """What a caller's values ask for, written here independently of the templates: its peers'
+    headless Services unless discovery.headless is false; an explicit address (userService.address,
+    an upstream's address) instead of either."""
+    explicit = {}
+    users = values.get("userService")
+    if users is not None:
+        explicit[users.get("serviceName") or "user-service"] = users.get("address") or ""
+    for upstream in (values.get("routes") or {}).get("upstreams") or []:
+        explicit[upstream.get("name", "")] = upstream.get("address") or ""
+    discovery = values.get("discovery") or {}
+    headless = str(discovery.get("headless", True)).lower() == "true"  # "false" means false, schema or not
+    return {"headless": headless, "resolveIntervalMs": discovery.get("resolveIntervalMs"), "explicit": explicit}
+
+
+def check_peer_addresses(objects: list[Obj], report: Report, ctx: str, values: dict[str, dict] | None = None) -> None:
     """Every address a binary dials to reach another service (the order service's
-    USER_SERVICE_ADDR, the gateway's upstreams) is that service's Service by DNS name in this
-    namespace and, where the render holds that Service, its gRPC port."""
-    grpc_ports = {svc.name: p["port"] for svc in by_kind(objects, "Service") for p in svc.body["spec"]["ports"] if p["name"] == "grpc"}
-    peers = []  # (who dials, the service it means, the address)
-    for deployment in by_kind(objects, "Deployment"):
-        for container in pod_spec(deployment)["containers"]:
-            address = env_of(container).get("USER_SERVICE_ADDR", {}).get("value")
-            if address is not None:
-                peers.append((str(deployment), "user-service", address))
-    for cm in by_kind(objects, "ConfigMap"):
-        text = (cm.body.get("data") or {}).get("routes.toml")
-        if text:
-            for upstream in tomllib.loads(text).get("upstreams", []):
-                peers.append((f"{cm} routes.toml", upstream.get("name", ""), upstream.get("address", "")))
-    for who, service, address in peers:
-        host, _, port = address.rpartition(":")
-        if host not in (f"{service}.{NAMESPACE}.svc", f"{service}.{NAMESPACE}.svc.cluster.local") or not port.isdigit():
-            report.fail(ctx, f"{who} dials {service} at {address!r}, not its Service's DNS name in {NAMESPACE}")
-        elif service in grpc_ports and int(port) != grpc_ports[service]:
-            report.fail(ctx, f"{who} dials {service} on port {port}, but its Service's gRPC port is {grpc_ports[service]}")
+    USER_SERVICE_ADDR, the gateway's upstreams) is, by DNS name in this namespace, that
+    service's headless Service (the default: the binary balances each call over every ready
+    pod the name resolves to), or its ClusterIP Service when the caller's discovery.headless
+    is false; an explicit address in the values is taken as it is, and must still name one of
+    the two. Where the render holds the service, the Service exists and the address has its
+    gRPC port; and no caller dials the headless Service of a service whose Istio canary
+    splits calls by weight (the VirtualService applies to the ClusterIP Service's host only).
+    `values` are each service's values in the render (service_values)."""
+    services = {svc.name: svc for svc in by_kind(objects, "Service")}
+    rendered = {service_of(d) for d in by_kind(objects, "Deployment")}
+    virtual_hosts = {h for vs in by_kind(objects, "VirtualService") for h in vs.body["spec"]["hosts"]}
+    for peer in dialled_peers(objects):
         report.count("peer address checks")
+        want = expected_discovery((values or {}).get(peer.caller) or {})
+        headless_name = peer.service + HEADLESS_SUFFIX
+        explicit = want["explicit"].get(peer.service, "")
+        if explicit:
+            allowed, described = {peer.service, headless_name}, f"one of its Services' DNS names in {NAMESPACE}"
+            if peer.address != explicit:
+                report.fail(ctx, f"{peer.who} dials {peer.service} at {peer.address!r}; the values ask for {explicit!r}")
+        elif want["headless"]:
+            allowed, described = {headless_name}, f"its headless Service's DNS name in {NAMESPACE} ({headless_name})"
+        else:
+            allowed = {peer.service}
+            described = f"its ClusterIP Service's DNS name in {NAMESPACE} ({peer.service}; {peer.caller}'s discovery.headless is false)"
+        name, port = service_host(peer.address)
+        if name == headless_name and f"{peer.service}.{NAMESPACE}.svc.cluster.local" in virtual_hosts:
+            report.fail(
+                ctx,
+                f"{peer.who} dials {headless_name}, bypassing the Istio canary split of {peer.service} "
+                f"(its VirtualService routes the ClusterIP Service only; set {peer.caller}'s discovery.headless false)",
+            )
+        if name not in allowed:
+            report.fail(ctx, f"{peer.who} dials {peer.service} at {peer.address!r}, not {described}")
+            continue
+        svc = services.get(name)
+        if svc is None:
+            if peer.service in rendered:
+                report.fail(ctx, f"{peer.who} dials {peer.service} at {peer.address!r}, but the render has no Service {name}")
+        else:
+            grpc = next((p for p in svc.body["spec"].get("ports") or [] if p.get("name") == "grpc"), None)
+            if grpc is not None and port != grpc["port"]:
+                report.fail(ctx, f"{peer.who} dials {peer.service} on port {port}, but its Service's gRPC port is {grpc['port']} ({name})")
+
+
+def check_headless_services(objects: list[Obj], report: Report, ctx: str) -> None:
+    """Each service's ClusterIP Service (port-forward, grpcurl, the health test, Istio) stays a
+    ClusterIP Service and has a headless twin, <name>-headless, whose DNS name callers resolve
+    to the pods: clusterIP None; no unready pods published (starting and draining pods get no
+    calls); the gRPC port only, the same number as the ClusterIP Service's and the pods' own (a
+    headless Service translates no port: callers connect to each pod IP at the port they dial);
+    the same selector, selecting exactly the pods of the service's Deployments (both tracks);
+    the same appProtocol."""
+    services = {s.name: s for s in by_kind(objects, "Service")}
+    deployments = by_kind(objects, "Deployment")
+    for svc in services.values():
+        if svc.name.endswith("-external") or svc.name.endswith(HEADLESS_SUFFIX):
+            continue
+        spec = svc.body["spec"]
+        if spec.get("clusterIP") == "None":
+            report.fail(ctx, f"{svc} is headless; it must keep its cluster IP (port-forward, grpcurl, the health test and Istio use it)")
+        name = svc.name + HEADLESS_SUFFIX
+        headless = services.get(name)
+        if headless is None:
+            report.fail(ctx, f"{svc} has no headless Service {name} for callers to resolve to its pods")
+            continue
+        hspec = headless.body["spec"]
+        if hspec.get("clusterIP") != "None" or hspec.get("type", "ClusterIP") != "ClusterIP":
+            report.fail(
+                ctx,
+                f"{headless} is not headless (type {hspec.get('type', 'ClusterIP')}, clusterIP {hspec.get('clusterIP')!r}; expected ClusterIP "
+                "with clusterIP None): its name would resolve to one virtual IP, and each caller's connection would stay on one pod",
+            )
+        if hspec.get("publishNotReadyAddresses"):
+            report.fail(ctx, f"{headless} publishes pods that are not ready (publishNotReadyAddresses): callers would send calls to starting and draining pods")
+        selector = hspec.get("selector") or {}
+        if selector != (spec.get("selector") or {}):
+            report.fail(ctx, f"{headless} selector {selector} is not {svc}'s {spec.get('selector')}")
+        chosen = sorted(d.name for d in deployments if selector and matches(selector, pod_labels(d)))
+        own = sorted(d.name for d in deployments if service_of(d) == service_of(svc))
+        if chosen != own:
+            report.fail(ctx, f"{headless} selects the pods of Deployments {chosen}; expected exactly {own}")
+        ports = hspec.get("ports") or []
+        if [p.get("name") for p in ports] != ["grpc"]:
+            report.fail(ctx, f"{headless} exposes ports {[p.get('name') for p in ports]}; callers need the gRPC port only")
+        grpc = next((p for p in ports if p.get("name") == "grpc"), None)
+        normal = next((p for p in spec.get("ports") or [] if p.get("name") == "grpc"), None)
+        if grpc is not None and normal is not None:
+            if grpc["port"] != normal["port"]:
+                report.fail(ctx, f"{headless} gRPC port {grpc['port']} is not {svc}'s {normal['port']}")
+            target = grpc.get("targetPort", grpc["port"])
+            pod_ports = {
+                p["containerPort"]
+                for d in deployments
+                if d.name in own
+                for c in pod_spec(d)["containers"]
+                for p in c.get("ports") or []
+                if target in (p.get("name"), p["containerPort"])
+            }
+            if pod_ports != {grpc["port"]}:
+                report.fail(
+                    ctx,
+                    f"{headless} port {grpc['port']} is not the pods' gRPC port {sorted(pod_ports)}: a headless Service translates "
+                    "no port, callers connect to each pod at the port they dial",
+                )
+            if grpc.get("appProtocol") != normal.get("appProtocol"):
+                report.fail(ctx, f"{headless} gRPC port appProtocol {grpc.get('appProtocol')!r} is not {svc}'s {normal.get('appProtocol')!r}")
+        report.count("headless service checks")
+
+
+def admits(policy: Obj, labels: dict, port_name: str, port_number: int) -> bool:
+    """Whether a NetworkPolicy's ingress rules admit a pod of this namespace with these labels
+    to the selected pods' container port (by name or number, TCP)."""
+    for rule in policy.body["spec"].get("ingress") or []:
+        ports = rule.get("ports") or []
+        if ports and not any(
+            p.get("protocol", "TCP") == "TCP"
+            and (p.get("port") in (port_name, port_number) or (isinstance(p.get("port"), int) and p["port"] <= port_number <= p.get("endPort", p["port"])))
+            for p in ports
+        ):
+            continue
+        sources = rule.get("from")
+        if not sources:
+            return True
+        for peer in sources:
+            if "ipBlock" in peer:
+                continue
+            if "namespaceSelector" in peer and not selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": NAMESPACE}):
+                continue
+            if "podSelector" in peer and not selects(peer["podSelector"], labels):
+                continue
+            return True
+    return False
+
+
+def check_peer_network_policies(objects: list[Obj], report: Report, ctx: str) -> None:
+    """Where NetworkPolicies guard a service's pods, one of them admits every pod of each
+    caller that dials it (its Deployments' pod labels, both tracks) on the container port its
+    connections reach: the port it dials, as it is through a headless Service (pod IPs), or
+    the targetPort of a ClusterIP Service's port."""
+    services = {svc.name: svc for svc in by_kind(objects, "Service")}
+    deployments = by_kind(objects, "Deployment")
+    policies = [np for np in by_kind(objects, "NetworkPolicy") if "Ingress" in np.body["spec"].get("policyTypes", [])]
+    for peer in dialled_peers(objects):
+        targets = [d for d in deployments if service_of(d) == peer.service]
+        guards = [np for np in policies if any(selects(np.body["spec"]["podSelector"], pod_labels(d)) for d in targets)]
+        name, port = service_host(peer.address)
+        svc = services.get(name or "")
+        if not guards or svc is None or port is None:
+            continue  # nothing guards it, or check_peer_addresses reports the address
+        if svc.body["spec"].get("clusterIP") == "None":
+            target: str | int = port
+        else:
+            target = next((p.get("targetPort", p["port"]) for p in svc.body["spec"]["ports"] if p["port"] == port), None)
+        reached = {
+            (p.get("name", ""), p["containerPort"])
+            for d in targets
+            for c in pod_spec(d)["containers"]
+            for p in c.get("ports") or []
+            if target in (p.get("name"), p["containerPort"])
+        }
+        if not reached:
+            report.fail(ctx, f"{peer.who} dials {peer.service} at {peer.address}, which reaches no port of its pods")
+            continue
+        for caller in [d for d in deployments if service_of(d) == peer.caller]:
+            for port_name, port_number in sorted(reached):
+                if not any(admits(np, pod_labels(caller), port_name, port_number) for np in guards):
+                    report.fail(
+                        ctx,
+                        f"{', '.join(str(np) for np in guards)} does not admit {caller}'s pods to port {port_name or port_number} "
+                        f"({port_number}) of {peer.service}, which {peer.caller} dials at {peer.address}",
+                    )
+            report.count("caller network policy checks")
+
+
+def check_connection_settings(objects: list[Obj], values: dict[str, dict] | None, report: Report, ctx: str, defaults: bool = False) -> None:
+    """What each binary reads for its connections: every server MAX_CONNECTION_AGE_MS and
+    MAX_CONNECTION_AGE_GRACE_MS, every caller RESOLVE_INTERVAL_MS, as whole numbers of
+    milliseconds it accepts (0 only where it means never), the values asked for (server.*,
+    discovery.*), and with the charts' defaults the binaries' own. While connections age, the
+    grace is at least GRPC_REQUEST_TIMEOUT_MS, the longest a call may run: a shorter one would
+    cut calls every time a connection ages. The drain needs no relation with it: at SIGTERM the
+    binary sends every connection GOAWAY and ends within SHUTDOWN_GRACE_MS whatever the age
+    grace, and check_rollout_and_drain holds the grace period to that."""
+    settings = {
+        "MAX_CONNECTION_AGE_MS": ("server", "maxConnectionAgeMs", 0),
+        "MAX_CONNECTION_AGE_GRACE_MS": ("server", "maxConnectionAgeGraceMs", 0),
+        "RESOLVE_INTERVAL_MS": ("discovery", "resolveIntervalMs", 1),
+    }
+    for dep in by_kind(objects, "Deployment"):
+        service = service_of(dep)
+        env = env_of(pod_spec(dep)["containers"][0])
+        want = (values or {}).get(service)
+        found: dict[str, int] = {}
+        for var, (section, key, minimum) in settings.items():
+            if var == "RESOLVE_INTERVAL_MS" and service not in CALLERS:
+                continue
+            text = env.get(var, {}).get("value")
+            if text is None:
+                report.fail(ctx, f"{dep} sets no {var}")
+                continue
+            if not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:
+                report.fail(ctx, f"{dep} {var} {text!r} is not a whole number of milliseconds of at least {minimum}")
+                continue
+            found[var] = int(text)
+            wanted = ((want or {}).get(section) or {}).get(key)
+            if wanted is not None and found[var] != wanted:
+                report.fail(ctx, f"{dep} {var} is {text}; the values ask for {section}.{key} {wanted}")
+            if defaults and found[var] != CONNECTION_DEFAULTS[var]:
+                report.fail(ctx, f"{dep} {var} is {text} by default; the binary's default is {CONNECTION_DEFAULTS[var]}")
+        timeout = env.get("GRPC_REQUEST_TIMEOUT_MS", {}).get("value", "")
+        age, grace = found.get("MAX_CONNECTION_AGE_MS"), found.get("MAX_CONNECTION_AGE_GRACE_MS")
+        if age and grace is not None and timeout.isdigit() and grace < int(timeout):
+            report.fail(
+                ctx,
+                f"{dep} MAX_CONNECTION_AGE_GRACE_MS {grace} < GRPC_REQUEST_TIMEOUT_MS {timeout}: calls still running when "
+                "their connection ages out would be cut short",
+            )
+        report.count("connection settings checks")
 
 
 # ---------------------------------------------------------------- traces
@@ -1030,7 +1307,8 @@ def check_tracing_copies(helm_dir: Path, defaults: dict[str, dict], report: Repo
 
 CHECKS = [
     check_config_files,
-    check_peer_addresses,
+    check_headless_services,
+    check_peer_network_policies,
     check_labels,
     check_probes,
     check_security,
@@ -1057,11 +1335,16 @@ def inspect(
     default_tags: bool,
     tracing: dict[str, dict] | None = None,
     defaults: bool = False,
+    values: dict[str, dict] | None = None,
 ) -> None:
+    """`values`: each service's values in the render (service_values); checks that compare the
+    render with them skip a service without."""
     for check in CHECKS:
         check(objects, report, ctx)
     check_images(objects, app_versions, report, ctx, default_tags)
     check_tracing(objects, tracing or {}, report, ctx, defaults)
+    check_peer_addresses(objects, report, ctx, values)
+    check_connection_settings(objects, values, report, ctx, defaults)
 
 
 # ---------------------------------------------------------------- driver
@@ -1187,8 +1470,9 @@ def check_all(helm_dir: Path = HELM, kube_versions: list[str] = KUBE_VERSIONS, q
         report.count("renders")
         report.count("rendered objects", len(objects))
         validate(objects, kube_versions, report, f"validate {name}")
-        tracing = {service: expected_tracing(v) for service, v in service_values(defaults, chart, values).items()}
-        inspect(objects, report, f"check {name}", versions, default_tags, tracing, defaults=values is None)
+        merged = service_values(defaults, chart, values)
+        tracing = {service: expected_tracing(v) for service, v in merged.items()}
+        inspect(objects, report, f"check {name}", versions, default_tags, tracing, defaults=values is None, values=merged)
         say(f"  rendered {name}: {len(objects)} objects ({', '.join(sorted({o.kind for o in objects}))})")
     return report
 

@@ -81,8 +81,9 @@ def test_without_the_schemas_the_templates_or_the_check_still_refuse(charts_with
         return
     objects = chartcheck.render(umbrella, values)
     report = chartcheck.Report()
-    tracing = {s: chartcheck.expected_tracing(v) for s, v in chartcheck.service_values(chartcheck.chart_defaults(charts_without_schemas), umbrella, values).items()}
-    chartcheck.inspect(objects, report, bad.name, chartcheck.app_versions(charts_without_schemas), True, tracing)
+    merged = chartcheck.service_values(chartcheck.chart_defaults(charts_without_schemas), umbrella, values)
+    tracing = {s: chartcheck.expected_tracing(v) for s, v in merged.items()}
+    chartcheck.inspect(objects, report, bad.name, chartcheck.app_versions(charts_without_schemas), True, tracing, values=merged)
     assert any(expected["check"] in failure for failure in report.failures), "\n".join(
         [f"expected a failure containing {expected['check']!r}; got:"] + report.failures
     )
@@ -153,6 +154,64 @@ def test_notes_say_whether_traces_are_exported_and_where() -> None:
     suite = notes(chartcheck.UMBRELLA, chartcheck.load_values(chartcheck.VALUE_SETS / "tracing.yaml"))
     for chart in chartcheck.SERVICE_CHARTS:
         assert f"{chart} traces: exported to https://otlp.tracing.example.net:4318 over OTLP http/protobuf" in suite
+
+
+def test_callers_dial_the_headless_services_unless_told_otherwise() -> None:
+    def addresses(values: dict) -> dict[str, str]:
+        objects = chartcheck.render(chartcheck.HELM / chartcheck.UMBRELLA, values)
+        return {f"{peer.caller} -> {peer.service}": peer.address for peer in chartcheck.dialled_peers(objects)}
+
+    assert addresses({}) == {
+        "order-service -> user-service": "user-service-headless.shop.svc:50051",
+        "edge-gateway -> user-service": "user-service-headless.shop.svc:50051",
+        "edge-gateway -> order-service": "order-service-headless.shop.svc:50052",
+    }
+    # Back to the ClusterIP Services, one caller at a time; an explicit address wins either way.
+    assert addresses({"order-service": {"discovery": {"headless": False}}}) == {
+        "order-service -> user-service": "user-service.shop.svc:50051",
+        "edge-gateway -> user-service": "user-service-headless.shop.svc:50051",
+        "edge-gateway -> order-service": "order-service-headless.shop.svc:50052",
+    }
+    assert addresses({"edge-gateway": {"discovery": {"headless": False}}, "order-service": {"userService": {"address": "users.example:7000"}}}) == {
+        "order-service -> user-service": "users.example:7000",
+        "edge-gateway -> user-service": "user-service.shop.svc:50051",
+        "edge-gateway -> order-service": "order-service.shop.svc:50052",
+    }
+    envs = deployments({"order-service": {"discovery": {"resolveIntervalMs": 5000}}, "user-service": {"server": {"maxConnectionAgeMs": 0}}})
+    assert envs["order-service"]["RESOLVE_INTERVAL_MS"]["value"] == "5000"
+    assert envs["edge-gateway"]["RESOLVE_INTERVAL_MS"]["value"] == "30000"
+    assert "RESOLVE_INTERVAL_MS" not in envs["user-service"]
+    assert envs["user-service"]["MAX_CONNECTION_AGE_MS"]["value"] == "0"
+    # Whole numbers stay whole numbers (Helm reads them as floats: 1e+06 otherwise).
+    envs = deployments({"edge-gateway": {"server": {"maxConnectionAgeMs": 1000000, "maxConnectionAgeGraceMs": 2000000}}})
+    assert (envs["edge-gateway"]["MAX_CONNECTION_AGE_MS"]["value"], envs["edge-gateway"]["MAX_CONNECTION_AGE_GRACE_MS"]["value"]) == ("1000000", "2000000")
+
+
+def test_notes_name_the_headless_service_and_where_calls_go() -> None:
+    user = notes("user-service", None)
+    assert "Callers in the cluster dial the headless Service user-service-headless.shop.svc:50051" in user
+    assert "Connections are told to go away after 5 min (server.maxConnectionAgeMs" in user
+    assert "Connections never age" in notes("user-service", {"server": {"maxConnectionAgeMs": 0}})
+    assert "It calls user-service at user-service-headless.shop.svc:50051: each call to one of its ready pods (headless Service), re-resolved every 30 s." in notes("order-service", None)
+    assert "It calls user-service at user-service.shop.svc:50051: one pod per connection (ClusterIP Service)" in notes("order-service", {"discovery": {"headless": False}})
+    gateway = notes("edge-gateway", {"discovery": {"resolveIntervalMs": 1500}})
+    assert "order-service at order-service-headless.shop.svc:50052: each call to one of its ready pods (headless Service), re-resolved every 1500 ms" in gateway
+    suite = notes(chartcheck.UMBRELLA, chartcheck.load_values(chartcheck.VALUE_SETS / "all-features.yaml"))
+    assert "each service is called through its headless Service (<service>-headless)" in suite
+    assert "edge-gateway dials the ClusterIP Services (discovery.headless=false)" in suite
+
+
+def test_an_istio_canary_bypassed_by_headless_callers_is_reported_without_the_suite_check(tmp_path: Path) -> None:
+    """The suite chart refuses the combination; a service chart alone cannot see it, and the check must still."""
+    helm_dir = faulty_copy(tmp_path, "suite/templates/checks.yaml", "{{- fail (printf", "{{- $_ := (printf")
+    chartcheck.build_dependencies(helm_dir)
+    umbrella = helm_dir / chartcheck.UMBRELLA
+    values = chartcheck.load_values(BAD_VALUES / "istio-canary-with-headless-callers.yaml")
+    objects = chartcheck.render(umbrella, values)
+    report = chartcheck.Report()
+    merged = chartcheck.service_values(chartcheck.chart_defaults(helm_dir), umbrella, values)
+    chartcheck.inspect(objects, report, "istio", chartcheck.app_versions(helm_dir), True, values=merged)
+    assert any("dials order-service-headless, bypassing the Istio canary split of order-service" in f for f in report.failures), "\n".join(report.failures)
 
 
 def test_the_unmodified_charts_pass() -> None:
@@ -334,6 +393,133 @@ FAULTS = [
         1,
         "does not run `healthcheck --addr user-service.shop.svc:9101`",
         id="helm-test-asks-the-grpc-port",
+    ),
+]
+
+
+SERVICE = "suite-common/templates/_service.tpl"
+CONNECTIONS = "suite-common/templates/_connections.tpl"
+HEADLESS_PORT = "      port: {{ .Values.ports.grpc }}\n      targetPort: grpc"
+FAULTS += [
+    pytest.param(
+        "user-service/templates/headless-service.yaml",
+        '{{ include "suite.headlessService" . }}',
+        "",
+        1,
+        "has no headless Service user-service-headless for callers to resolve to its pods",
+        id="headless-service-missing",
+    ),
+    pytest.param(
+        SERVICE,
+        "  clusterIP: None\n",
+        '  clusterIP: ""\n',
+        1,
+        "user-service-headless (user-service/templates/headless-service.yaml) is not headless (type ClusterIP, clusterIP ''",
+        id="headless-service-gets-a-cluster-ip",
+    ),
+    pytest.param(
+        SERVICE,
+        "  type: {{ .Values.service.type }}\n",
+        "  type: {{ .Values.service.type }}\n  clusterIP: None\n",
+        1,
+        "is headless; it must keep its cluster IP",
+        id="clusterip-service-made-headless",
+    ),
+    pytest.param(
+        SERVICE,
+        "publishNotReadyAddresses: false",
+        "publishNotReadyAddresses: true",
+        1,
+        "publishes pods that are not ready (publishNotReadyAddresses)",
+        id="headless-service-publishes-unready-pods",
+    ),
+    pytest.param(
+        SERVICE,
+        '    {{- include "suite.selectorLabels" . | nindent 4 }}\n  ports:',
+        '    {{- include "suite.selectorLabels" . | nindent 4 }}\n    suite.io/track: stable\n  ports:',
+        2,
+        "selects the pods of Deployments ['user-service']; expected exactly ['user-service', 'user-service-canary']",
+        id="headless-service-leaves-out-the-canary",
+    ),
+    pytest.param(
+        SERVICE,
+        HEADLESS_PORT,
+        "      port: 443\n      targetPort: grpc",
+        2,
+        "port 443 is not the pods' gRPC port [50051]: a headless Service translates no port",
+        id="headless-service-port-is-not-the-pods-port",
+    ),
+    pytest.param(
+        SERVICE,
+        HEADLESS_PORT + "\n      protocol: TCP\n      appProtocol: {{ include \"suite.grpcAppProtocol\" . }}\n{{- end -}}",
+        HEADLESS_PORT + "\n      protocol: TCP\n      appProtocol: grpc\n{{- end -}}",
+        1,
+        "gRPC port appProtocol 'grpc' is not Service/user-service",
+        id="headless-service-declares-grpc-under-istio",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        '{{- $host = include "suite.headlessName" $service -}}',
+        "{{- $host = $service -}}",
+        1,
+        "dials user-service at 'user-service.shop.svc:50051', not its headless Service's DNS name in shop (user-service-headless)",
+        id="callers-dial-the-clusterip-service-by-default",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        '{{- if include "suite.discovery.headless" $ctx.Values -}}',
+        "{{- if true -}}",
+        1,
+        "dials user-service at 'user-service-headless.shop.svc:50051', not its ClusterIP Service's DNS name in shop (user-service; order-service's discovery.headless is false)",
+        id="discovery-headless-false-ignored",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        '{{- if include "suite.discovery.headless" $ctx.Values -}}',
+        "{{- if true -}}",
+        1,
+        "dials user-service-headless, bypassing the Istio canary split of user-service",
+        id="callers-bypass-an-istio-canary",
+    ),
+    pytest.param(
+        "suite-common/templates/_networkpolicy.tpl",
+        "              app.kubernetes.io/name: {{ . }}\n",
+        "              app.kubernetes.io/name: {{ . }}\n              app.kubernetes.io/component: client\n",
+        1,
+        "'s pods to port grpc (50051) of user-service, which order-service dials at user-service-headless.shop.svc:50051",
+        id="network-policy-selects-no-caller-pod",
+    ),
+    pytest.param(
+        "user-service/values.yaml",
+        "maxConnectionAgeMs: 300000",
+        "maxConnectionAgeMs: 3000000",
+        1,
+        "MAX_CONNECTION_AGE_MS is 3000000 by default; the binary's default is 300000",
+        id="default-connection-age-drifts-from-the-binary",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        "  value: {{ .Values.server.maxConnectionAgeGraceMs | int | toString | quote }}",
+        '  value: "10000"',
+        1,
+        "MAX_CONNECTION_AGE_GRACE_MS 10000 < GRPC_REQUEST_TIMEOUT_MS 30000: calls still running when their connection ages out would be cut short",
+        id="connection-age-grace-shorter-than-a-call",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        '{{- if hasKey .Values "discovery" }}',
+        "{{- if false }}",
+        1,
+        "sets no RESOLVE_INTERVAL_MS",
+        id="caller-without-a-resolve-interval",
+    ),
+    pytest.param(
+        CONNECTIONS,
+        "  value: {{ .Values.discovery.resolveIntervalMs | int | toString | quote }}",
+        '  value: "30000"',
+        1,
+        "RESOLVE_INTERVAL_MS is 30000; the values ask for discovery.resolveIntervalMs 10000",
+        id="resolve-interval-not-from-the-values",
     ),
 ]
 

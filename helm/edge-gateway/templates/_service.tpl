@@ -112,7 +112,8 @@
 {{- end }}
 {{- end -}}
 
-{{/* GATEWAY_ROUTES as TOML: upstream addresses are the Services' DNS names in this namespace. */}}
+{{/* GATEWAY_ROUTES as TOML: upstream addresses are the Services' DNS names in this namespace
+(each upstream's headless Service unless discovery.headless is false; suite.peerAddress). */}}
 {{- define "edge-gateway.configFiles" -}}
 {{- $ := . -}}
 routes.toml: |
@@ -121,7 +122,7 @@ routes.toml: |
 
   [[upstreams]]
   name = {{ .name | toJson }}
-  address = {{ default (printf "%s.%s.svc:%d" .name $.Release.Namespace (int .port)) .address | toJson }}
+  address = {{ include "suite.peerAddress" (list $ .name .port .address) | toJson }}
   services = {{ .services | toJson }}
   {{- with .identity }}
   identity = {{ include "suite.spiffeId" (list $ .) | toJson }}

@@ -3,7 +3,7 @@
 {{- include "suite.database.env" . }}
 {{- $users := .Values.userService }}
 - name: USER_SERVICE_ADDR
-  value: {{ default (printf "%s.%s.svc:%d" $users.serviceName .Release.Namespace (int $users.port)) $users.address | quote }}
+  value: {{ include "suite.peerAddress" (list . $users.serviceName $users.port $users.address) | quote }}
 - name: USER_SERVICE_IDENTITY
   value: {{ default (include "suite.spiffeId" (list . $users.serviceName)) $users.identity | quote }}
 - name: USER_SERVICE_DEFAULT_DEADLINE_MS

@@ -182,7 +182,8 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Settings every binary shares: listen addresses, drain, logs, server tuning. */}}
+{{/* Settings every binary shares: listen addresses, drain, logs, server tuning, connection age
+(and, on the callers, re-resolution: _connections.tpl). */}}
 {{- define "suite.commonEnv" -}}
 - name: GRPC_ADDR
   value: {{ printf "%s:%d" .Values.listenHost (int .Values.ports.grpc) | quote }}
@@ -200,6 +201,7 @@ seccompProfile:
   value: {{ .Values.server.maxMessageBytes | quote }}
 - name: GRPC_REQUEST_TIMEOUT_MS
   value: {{ .Values.server.requestTimeoutMs | quote }}
+{{ include "suite.connections.env" . }}
 - name: TLS_CERT
   value: /etc/suite/tls/tls.crt
 - name: TLS_KEY

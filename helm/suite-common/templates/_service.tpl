@@ -19,14 +19,56 @@ spec:
       port: {{ .Values.ports.grpc }}
       targetPort: grpc
       protocol: TCP
-      {{- /* The mTLS is the binary's own: a mesh that parsed this port as gRPC would see TLS
-             records, so with Istio routing the port is declared as TLS instead. */}}
-      appProtocol: {{ ternary "tls" "grpc" (and .Values.canary.enabled .Values.canary.istio.enabled) }}
+      appProtocol: {{ include "suite.grpcAppProtocol" . }}
     - name: admin
       port: {{ .Values.ports.admin }}
       targetPort: admin
       protocol: TCP
       appProtocol: http
+{{- end -}}
+
+{{/* The mTLS is the binary's own: a mesh that parsed the gRPC port as gRPC would see TLS
+records, so with Istio routing the port is declared as TLS instead (on both Services:
+they select the same pods, and a mesh needs one protocol per pod port). */}}
+{{- define "suite.grpcAppProtocol" -}}
+{{- ternary "tls" "grpc" (and .Values.canary.enabled .Values.canary.istio.enabled) -}}
+{{- end -}}
+
+{{/* The headless Service of a service, by the service's name: <name>-headless. */}}
+{{- define "suite.headlessName" -}}
+{{- printf "%s-headless" . -}}
+{{- end -}}
+
+{{/*
+The headless Service callers in the cluster dial: no cluster IP, so its DNS name
+resolves to the IPs of the service's ready pods (both tracks: the ClusterIP
+Service's selector), and the callers' binaries balance each call over them,
+re-resolving every discovery.resolveIntervalMs. Pods that are not ready (starting,
+draining) are left out of the answer. The gRPC port only; a headless Service
+translates no port (callers connect to each pod IP at the port they dial), so it is
+the pods' own. The ClusterIP Service stays for port-forward, grpcurl, the health
+test, the Istio canary split and callers told discovery.headless=false.
+*/}}
+{{- define "suite.headlessService" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "suite.headlessName" (include "suite.name" .) }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "suite.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  clusterIP: None
+  publishNotReadyAddresses: false
+  selector:
+    {{- include "suite.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ .Values.ports.grpc }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: {{ include "suite.grpcAppProtocol" . }}
 {{- end -}}
 
 {{- define "suite.serviceaccount" -}}

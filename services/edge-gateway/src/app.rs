@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use suite_grpc::client::Dial;
 use suite_grpc::layers::trace::RemoteTraceContext;
 use suite_grpc::process::UsageError;
 use suite_grpc::{GrpcServer, Listeners, RouteService, Transport, shutdown_signal};
@@ -17,7 +18,6 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::Proxy;
 use crate::ratelimit::RateLimiter;
 use crate::routes::{RouteTable, RoutesConfig, RoutesError};
-use crate::upstream::Dial;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -68,7 +68,8 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         Some(path) => RoutesConfig::from_file(path).map_err(|error| usage(&error))?,
         None => RoutesConfig::local_defaults(),
     };
-    let routes = RouteTable::build(&routes_config, registry, |spec| match &identity {
+    let resolve_interval = std::time::Duration::from_millis(config.resolve_interval_ms);
+    let routes = RouteTable::build(&routes_config, registry, resolve_interval, |spec| match &identity {
         Some(identity) => {
             let own = identity.identity();
             let expected = spec.identity(Some(&own))?.ok_or_else(|| RoutesError::Invalid(spec.name.clone()))?;

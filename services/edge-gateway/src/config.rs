@@ -79,6 +79,11 @@ pub struct ServeConfig {
     #[arg(long, env = "GATEWAY_ROUTES")]
     pub routes: Option<PathBuf>,
 
+    /// How often each upstream's DNS name is resolved again (and soon after a
+    /// connection to one of its addresses fails).
+    #[arg(long, env = "RESOLVE_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resolve_interval_ms: u64,
+
     /// Continue the trace of a client that sends W3C `traceparent` / `tracestate` /
     /// `baggage`. Off by default: a client's context is dropped and every call starts
     /// a new trace, so outsiders cannot join, force the sampling of, or pollute our traces.

@@ -5,6 +5,9 @@
 //! size limit (read from each message's 5-byte gRPC prefix as it passes), and
 //! reports each call's final status to the upstream's circuit breaker, to the
 //! client call latency histogram and, when tracing, to the call's client span.
+//! Each call goes to one of the upstream's endpoints, chosen by its pool; one
+//! that cannot be reached before anything was sent is set aside and the call
+//! goes to another.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
+use suite_balance::Lease;
 use suite_grpc::KnownMethods;
 use suite_grpc::client::{AdmittedCall, ClientCall};
 use tonic::Code;
@@ -23,9 +27,14 @@ use tonic::body::Body;
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
 use crate::routes::Upstream;
+use crate::upstream::{SendError, UpstreamConnection};
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 const GRPC_STATUS: &str = "grpc-status";
+/// Endpoints a call may try before anything of it was sent.
+const MAX_ENDPOINTS_TRIED: usize = 3;
+/// How long a call waits for an upstream's first endpoints (its name not yet resolved).
+const DISCOVERY_PATIENCE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Proxy {
@@ -84,7 +93,7 @@ impl Proxy {
             oversized: oversized.clone(),
         });
         let request = http::Request::from_parts(parts, body);
-        let outcome = upstream.connection.send(request).await;
+        let (outcome, lease) = send_to_an_endpoint(upstream, request).await;
         let too_large = |size: u64| {
             self.metrics.upstream_error(upstream.name, "too_large");
             GatewayError::MessageTooLarge {
@@ -128,11 +137,48 @@ impl Proxy {
                     inner: body,
                     admitted: Some(admitted),
                     call: Some(call),
+                    _lease: lease,
                 });
                 Ok(http::Response::from_parts(parts, body))
             }
         }
     }
+}
+
+/// Sends `request` to one of `upstream`'s endpoints, and to another when one
+/// cannot be reached; the endpoint's lease (the call counted in flight there)
+/// goes with the response.
+async fn send_to_an_endpoint(
+    upstream: &Upstream,
+    mut request: http::Request<Body>,
+) -> (Result<http::Response<Body>, String>, Option<Lease<UpstreamConnection>>) {
+    let mut previous = None;
+    let mut failure = String::from("no endpoint is known");
+    for _ in 0..MAX_ENDPOINTS_TRIED {
+        let lease = match upstream.pool.pick(previous) {
+            Some(lease) => lease,
+            None if upstream.pool.wait_for_endpoints(DISCOVERY_PATIENCE).await => match upstream.pool.pick(previous) {
+                Some(lease) => lease,
+                None => break,
+            },
+            None => break,
+        };
+        match lease.connection().send(request).await {
+            Ok(response) => {
+                lease.reached();
+                return (Ok(response), Some(lease));
+            }
+            Err(SendError::Failed(error)) => return (Err(error), Some(lease)),
+            Err(SendError::NotSent(unsent, error)) => {
+                lease.unreachable();
+                tracing::debug!(upstream = upstream.name, endpoint = %lease.addr(), %error, "endpoint unreachable; trying another");
+                previous = Some(lease.addr());
+                request = *unsent;
+                failure = error;
+            }
+        }
+    }
+    (Err(failure), None)
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
@@ -251,6 +297,8 @@ struct ReportOutcome {
     inner: Body,
     admitted: Option<AdmittedCall>,
     call: Option<ClientCall>,
+    /// The call counts as in flight at its endpoint until its response ends.
+    _lease: Option<Lease<UpstreamConnection>>,
 }
 
 impl ReportOutcome {

@@ -5,7 +5,7 @@
 //! ```toml
 //! [[upstreams]]
 //! name = "user-service"               # labels metrics and logs
-//! address = "user-service.suite.svc:50051"
+//! address = "user-service-headless.suite.svc:50051"   # or "10.0.0.7:50051,10.0.0.8:50051"
 //! services = ["suite.user.v1.UserService"]
 //! # identity = "spiffe://suite.local/ns/prod/sa/user-service"
 //! #   default: the gateway's trust domain and namespace, service account = name
@@ -14,21 +14,29 @@
 //! # breaker_window_ms = 10000, breaker_open_ms = 5000, breaker_half_open_probes = 3
 //! ```
 //!
-//! Each upstream is one long-lived multiplexed HTTP/2 connection over mutual
-//! TLS with the gateway's identity ([`crate::upstream`]), behind the suite's
-//! client stack (breaker and bulkhead, [`Resilience`]; the proxy never retries,
-//! since it streams bodies it cannot replay).
+//! An upstream's address stands for every address its names resolve to (a
+//! headless Service: one per ready pod), re-resolved every `RESOLVE_INTERVAL_MS`
+//! and soon after a connection fails. The gateway keeps one long-lived
+//! multiplexed HTTP/2 connection over mutual TLS to each of those endpoints
+//! ([`crate::upstream`]), the expected identity checked on every one, and sends
+//! each call to the less busy of two ([`Pool`]). A call that could not reach its
+//! endpoint (no connection, or the one there had just gone away) goes to another
+//! before anything of it was sent; once sent, the proxy never retries, since it
+//! streams bodies it cannot replay. The breaker and bulkhead ([`Resilience`]) are
+//! per upstream: they protect the gateway and the service as a whole, while an
+//! endpoint that cannot be reached is set aside by the pool, per endpoint.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, HostPort, Resilience};
+use suite_balance::Pool;
+use suite_discovery::Endpoints;
+use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, Dial, Resilience, UpstreamAddress};
 use suite_tls::SpiffeId;
 
-use crate::upstream::{Dial, UpstreamConnection};
+use crate::upstream::UpstreamConnection;
 
 /// Calls in flight to one upstream before the bulkhead refuses: the gateway
 /// carries every client's traffic, so far more than one service calling another.
@@ -55,7 +63,8 @@ struct RoutesFile {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     pub name: String,
-    /// `host:port`; a DNS name is resolved at each (re)connection.
+    /// `host:port`, or several separated by commas; a DNS name stands for every
+    /// address it resolves to.
     pub address: String,
     pub services: Vec<String>,
     pub identity: Option<String>,
@@ -156,7 +165,7 @@ impl RoutesConfig {
             if !names.insert(upstream.name.as_str()) {
                 return invalid(format!("upstream {} is listed twice", upstream.name));
             }
-            if let Err(error) = upstream.address.parse::<HostPort>() {
+            if let Err(error) = upstream.address.parse::<UpstreamAddress>() {
                 return invalid(format!("upstream {}: address {error}", upstream.name));
             }
             if upstream.services.is_empty() {
@@ -184,7 +193,8 @@ impl RoutesConfig {
 pub struct Upstream {
     pub name: &'static str,
     pub resilience: Resilience,
-    pub connection: Arc<UpstreamConnection>,
+    /// A connection to each of the upstream's endpoints.
+    pub pool: Pool<UpstreamConnection>,
 }
 
 /// Service name -> upstream.
@@ -194,23 +204,36 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; `dial` says how each upstream is reached.
+    /// Builds the table and starts following each upstream's endpoints (every
+    /// `resolve_interval`); `dial` says how each upstream is reached. Must be
+    /// called inside a tokio runtime.
     pub fn build(
         config: &RoutesConfig,
         registry: &mut Registry,
+        resolve_interval: Duration,
         mut dial: impl FnMut(&UpstreamSpec) -> Result<Dial, RoutesError>,
     ) -> Result<Self, RoutesError> {
         let mut by_service = HashMap::new();
         let metrics = ClientMetrics::register(registry);
         for spec in &config.upstreams {
-            let connection = UpstreamConnection::new(&spec.address, dial(spec)?)
-                .map_err(|error| RoutesError::Invalid(format!("upstream {}: {error}", spec.name)))?;
+            let invalid = |error: &dyn std::fmt::Display| RoutesError::Invalid(format!("upstream {}: {error}", spec.name));
+            let address: UpstreamAddress = spec.address.parse().map_err(|error| invalid(&error))?;
+            // Every request carries the first configured name, as it would through a ClusterIP Service.
+            let authority: http::uri::Authority = address.hosts()[0].to_string().parse().map_err(|error| invalid(&error))?;
             // Metric labels need 'static names; upstreams live as long as the process.
             let name: &'static str = Box::leak(spec.name.clone().into_boxed_str());
+            let endpoints = Endpoints::watch(name, &address, resolve_interval).map_err(|error| invalid(&error))?;
+            let dial = dial(spec)?;
+            let counted = metrics.clone();
+            let pool = Pool::new(
+                endpoints,
+                move |addr| UpstreamConnection::new(addr, authority.clone(), dial.clone()),
+                move |count| counted.set_endpoints(name, count),
+            );
             let upstream = Upstream {
                 name,
                 resilience: Resilience::new(name, spec.dependency_config(), &metrics),
-                connection: Arc::new(connection),
+                pool,
             };
             for service in &spec.services {
                 by_service.insert(service.clone(), upstream.clone());

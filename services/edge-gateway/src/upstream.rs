@@ -1,13 +1,16 @@
-//! One upstream's HTTP/2 connection, driven by the `h2` crate directly: the
+//! One connection to one upstream endpoint (a replica: [`crate::routes`] keeps
+//! a pool of them per upstream), driven by the `h2` crate directly: the
 //! proxy's task opens the stream and hands over the request body itself, so a
 //! unary call's HEADERS and DATA leave in one write with no task in between.
 //! (A general-purpose client, hyper's included, forwards the body from a task
 //! of its own once the new stream has flow-control capacity, which costs a
 //! second write, a second wake-up of the upstream and a task hop per request.)
-//! The connection is opened on first use and again after it fails;
-//! concurrent callers wait for one connection attempt.
+//! The connection is opened on first use and again after it fails or goes
+//! away (the endpoint's maximum connection age, a drain); concurrent callers
+//! wait for one connection attempt.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use http_body::{Body as _, Frame};
-use suite_tls::MtlsConnector;
+use suite_grpc::client::Dial;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::body::Body;
@@ -32,18 +35,22 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
 
-/// How the gateway reaches an upstream.
-#[derive(Debug, Clone)]
-pub enum Dial {
-    Mtls(MtlsConnector),
-    /// Only when the whole suite runs with `--insecure-plaintext`.
-    Plaintext,
+/// Why a call to an endpoint failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing reached the endpoint (no connection could be opened, or the one
+    /// there was had closed or gone away): the request comes back untouched,
+    /// to be sent to another endpoint.
+    NotSent(Box<http::Request<Body>>, String),
+    /// The request was handed over and then failed; it cannot be sent again,
+    /// since its body has streamed away.
+    Failed(String),
 }
 
 #[derive(Debug)]
 pub struct UpstreamConnection {
-    host: String,
-    port: u16,
+    addr: SocketAddr,
+    /// The `:authority` every request carries: the upstream's configured address.
     authority: http::uri::Authority,
     dial: Dial,
     current: Mutex<Option<Handle>>,
@@ -58,47 +65,49 @@ struct Handle {
 }
 
 impl UpstreamConnection {
-    /// `address` is `host:port`.
-    pub fn new(address: &str, dial: Dial) -> Result<Self, String> {
-        let authority: http::uri::Authority = address.parse().map_err(|error| format!("address {address:?}: {error}"))?;
-        let port = authority.port_u16().ok_or_else(|| format!("address {address:?} has no port"))?;
-        Ok(Self {
-            host: authority.host().to_owned(),
-            port,
+    /// A connection to the endpoint `addr`, opened on first use.
+    pub fn new(addr: SocketAddr, authority: http::uri::Authority, dial: Dial) -> Self {
+        Self {
+            addr,
             authority,
             dial,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// Sends `request` (its path kept, scheme and authority set to the upstream's)
     /// and streams its body up while the response comes back.
-    pub async fn send(&self, request: http::Request<Body>) -> Result<http::Response<Body>, String> {
+    pub async fn send(&self, request: http::Request<Body>) -> Result<http::Response<Body>, SendError> {
+        let mut sender = match self.ready_sender().await {
+            Ok(sender) => sender,
+            // The connection had just closed (an idle timeout upstream, a
+            // restart, its age) and nothing was sent: once more on a fresh one.
+            Err(_) => match self.ready_sender().await {
+                Ok(sender) => sender,
+                Err(error) => return Err(SendError::NotSent(Box::new(request), error)),
+            },
+        };
         let (mut parts, body) = request.into_parts();
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(self.authority.clone());
         uri.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = http::Uri::from_parts(uri).map_err(|error| error.to_string())?;
-
-        let mut sender = match self.ready_sender().await {
-            Ok(sender) => sender,
-            // The connection had just closed (an idle timeout upstream, a
-            // restart) and nothing was sent: once more on a fresh one.
-            Err(_) => self.ready_sender().await?,
-        };
+        parts.uri = http::Uri::from_parts(uri).map_err(|error| SendError::Failed(error.to_string()))?;
         let end_of_stream = body.is_end_stream();
-        let (response, send_stream) = sender
-            .send_request(http::Request::from_parts(parts, ()), end_of_stream)
-            .map_err(|error| {
+        let (response, send_stream) = match sender.send_request(http::Request::from_parts(parts, ()), end_of_stream) {
+            Ok(sent) => sent,
+            Err(error) => {
                 self.forget();
-                error.to_string()
-            })?;
+                return Err(SendError::Failed(error.to_string()));
+            }
+        };
         if !end_of_stream {
             forward_body(body, send_stream);
         }
-        let answered = UnansweredCall(Some(response)).await.map_err(|error| error.to_string())?;
+        let answered = UnansweredCall(Some(response))
+            .await
+            .map_err(|error| SendError::Failed(error.to_string()))?;
         Ok(answered.map(|recv| Body::new(ResponseBody::new(recv))))
     }
 
@@ -108,7 +117,7 @@ impl UpstreamConnection {
         handle.sender.ready().await.map_err(|error| {
             handle.closed.store(true, Ordering::Relaxed);
             self.forget();
-            format!("connection to {}:{} is gone: {error}", self.host, self.port)
+            format!("connection to {} is gone: {error}", self.addr)
         })
     }
 
@@ -124,7 +133,7 @@ impl UpstreamConnection {
         // box every call's future would carry room for it.
         let handle = Box::pin(tokio::time::timeout(CONNECT_TIMEOUT, self.connect()))
             .await
-            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))??;
+            .map_err(|_| format!("no connection to {} within {CONNECT_TIMEOUT:?}", self.addr))??;
         *self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(handle.clone());
         Ok(handle)
     }
@@ -143,16 +152,17 @@ impl UpstreamConnection {
     }
 
     async fn connect(&self) -> Result<Handle, String> {
-        let failed = |error: &dyn std::fmt::Display| format!("cannot connect to {}:{}: {error}", self.host, self.port);
+        let failed = |error: &dyn std::fmt::Display| format!("cannot connect to {}: {error}", self.addr);
         match &self.dial {
             Dial::Mtls(connector) => {
-                let stream = connector.connect(&self.host, self.port).await.map_err(|error| failed(&error))?;
+                let stream = connector
+                    .connect(&self.addr.ip().to_string(), self.addr.port())
+                    .await
+                    .map_err(|error| failed(&error))?;
                 self.handshake(stream).await.map_err(|error| failed(&error))
             }
             Dial::Plaintext => {
-                let stream = TcpStream::connect((self.host.as_str(), self.port))
-                    .await
-                    .map_err(|error| failed(&error))?;
+                let stream = TcpStream::connect(self.addr).await.map_err(|error| failed(&error))?;
                 let _ = stream.set_nodelay(true);
                 self.handshake(stream).await.map_err(|error| failed(&error))
             }
@@ -170,7 +180,7 @@ impl UpstreamConnection {
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let ping_pong = connection.ping_pong();
-        let (host, port, ended) = (self.host.clone(), self.port, closed.clone());
+        let (endpoint, ended) = (self.addr, closed.clone());
         // Runs the connection until it ends or stops answering pings; the next call then opens a new one.
         tokio::spawn(async move {
             let keepalive = async move {
@@ -192,7 +202,7 @@ impl UpstreamConnection {
             };
             ended.store(true, Ordering::Relaxed);
             if let Some(reason) = ending {
-                tracing::debug!(%host, port, %reason, "upstream connection ended");
+                tracing::debug!(%endpoint, %reason, "upstream connection ended");
             }
         });
         Ok(Handle { sender, closed })

@@ -123,6 +123,7 @@ async fn start() -> EchoSetup {
         worker_threads: 1,
         trust_client_trace_context: false,
         routes: Some(routes),
+        resolve_interval_ms: 30_000,
         listener: ListenerArgs::default(),
         auth: auth_args(&keys),
         rate_limit: RateLimitArgs::default(),

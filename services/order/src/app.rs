@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use suite_db::PoolMetrics;
-use suite_grpc::client::{ClientMetrics, Dependency};
+use suite_grpc::client::{ClientMetrics, Dependency, Dial};
 use suite_grpc::{GrpcServer, Listeners, PageTokens, Transport};
 use suite_proto::suite::order::v1::order_service_server::OrderServiceServer;
 use suite_tls::{MtlsConnector, SpiffeId};
@@ -50,7 +50,7 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
 pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     // Security first: a service that cannot secure its port must not touch the database.
     let transport = config.security.load()?;
-    let user_channel = user_service_channel(&config, &transport)?;
+    let user_dial = user_service_dial(&config, &transport)?;
     let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
     if config.migrate_on_start {
         suite_db::migrate::<Migrator>(&db, MIGRATION_LOCK)
@@ -63,12 +63,16 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
     let dependency_config = config.user_service.dependency_config();
     let default_deadline = dependency_config.default_deadline;
-    let users = UserDirectory::new(Dependency::new(
+    let client_metrics = ClientMetrics::register(registry);
+    let user_service = &config.user_service;
+    let replicas = suite_grpc::client::channel_pool(
         USER_SERVICE,
-        user_channel,
-        dependency_config,
-        &ClientMetrics::register(registry),
-    ));
+        &user_service.user_service_addr,
+        Duration::from_millis(user_service.resolve_interval_ms),
+        user_dial,
+        &client_metrics,
+    )?;
+    let users = UserDirectory::new(Dependency::new(USER_SERVICE, replicas, dependency_config, &client_metrics));
     tracing::info!(
         database = config.database.backend_name(),
         user_service = %config.user_service.user_service_addr,
@@ -99,11 +103,12 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     Ok(())
 }
 
-/// A lazy channel to the user service, over mutual TLS with this service's own
-/// certificate when the gRPC port has one, so it reloads on rotation too.
-fn user_service_channel(config: &ServeConfig, transport: &Transport) -> anyhow::Result<tonic::transport::Channel> {
+/// How to reach the user service's replicas: over mutual TLS with this service's own
+/// certificate when the gRPC port has one (so it reloads on rotation too), each
+/// replica required to present the user service's identity.
+fn user_service_dial(config: &ServeConfig, transport: &Transport) -> anyhow::Result<Dial> {
     let addr = &config.user_service.user_service_addr;
-    let channel = match transport {
+    Ok(match transport {
         Transport::Mtls { tls, .. } | Transport::ServerOnlyTls { tls } => {
             let credentials = tls
                 .credentials()
@@ -116,10 +121,8 @@ fn user_service_channel(config: &ServeConfig, transport: &Transport) -> anyhow::
                 }
             };
             tracing::info!(%addr, %expected, "calling the user service over mutual TLS");
-            let connector = MtlsConnector::new(credentials, expected, config.security.tls.options())?;
-            suite_grpc::client::lazy_mtls(addr, connector)?
+            Dial::Mtls(MtlsConnector::new(credentials, expected, config.security.tls.options())?)
         }
-        Transport::InsecurePlaintext => suite_grpc::client::lazy_insecure(addr)?,
-    };
-    Ok(channel)
+        Transport::InsecurePlaintext => Dial::Plaintext,
+    })
 }

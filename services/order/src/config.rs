@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use suite_db::DatabaseConfig;
-use suite_grpc::client::{BreakerConfig, DependencyConfig, HostPort};
+use suite_grpc::client::{BreakerConfig, DependencyConfig, UpstreamAddress};
 use suite_grpc::{HealthCheckArgs, SecurityArgs, ServerConfig};
 use suite_telemetry::LoggingArgs;
 use suite_tls::SpiffeId;
@@ -71,10 +71,16 @@ pub struct MigrateConfig {
 /// Where the user service is and how calls to it behave.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UserServiceArgs {
-    /// Address of the user service's gRPC port: `host:port`, the host a DNS name
-    /// (resolved at each connection, e.g. a Kubernetes Service) or an IP address.
+    /// The user service's gRPC port: `host:port`, or several separated by commas.
+    /// A DNS name stands for every address it resolves to (a headless Service: one
+    /// per ready pod), re-resolved every `RESOLVE_INTERVAL_MS` and soon after a
+    /// connection fails; each call goes to the less busy of two replicas.
     #[arg(long, env = "USER_SERVICE_ADDR", default_value = "127.0.0.1:50051")]
-    pub user_service_addr: HostPort,
+    pub user_service_addr: UpstreamAddress,
+
+    /// How often the user service's DNS name is resolved again.
+    #[arg(long, env = "RESOLVE_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resolve_interval_ms: u64,
 
     /// Identity the user service must present. Default: this service's trust
     /// domain and namespace, service account `user-service`.

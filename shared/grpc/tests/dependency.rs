@@ -74,9 +74,16 @@ async fn serve(script: Script) -> (SocketAddr, Arc<Script>) {
 
 fn dependency(addr: SocketAddr, config: DependencyConfig) -> (Dependency, Registry) {
     let mut registry = Registry::default();
-    let channel = suite_grpc::client::lazy_insecure(addr).unwrap();
     let metrics = ClientMetrics::register(&mut registry);
-    (Dependency::new("scripted", channel, config, &metrics), registry)
+    let pool = suite_grpc::client::channel_pool(
+        "scripted",
+        &addr.into(),
+        Duration::from_secs(30),
+        suite_grpc::client::Dial::Plaintext,
+        &metrics,
+    )
+    .unwrap();
+    (Dependency::new("scripted", pool, config, &metrics), registry)
 }
 
 /// A breaker that never opens, for tests about something else.

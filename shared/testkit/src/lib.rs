@@ -15,12 +15,14 @@ mod db;
 pub mod otlp;
 pub mod pki;
 mod proxy;
+mod redis_server;
 mod service_proxy;
 
 pub use db::{TestDb, assert_field_status, assert_violation};
 pub use otlp::{OtlpReceiver, ReceivedExport, ReceivedSpan};
 pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use redis_server::RedisServer;
 pub use service_proxy::ServiceProxy;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct ServiceProxy {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,16 +24,23 @@ impl ServiceProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let connections = Arc::new(AtomicUsize::new(0));
-        let accepted = connections.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (accepted, forwarding) = (connections.clone(), open.clone());
         let accept_task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let replica = replicas[accepted.fetch_add(1, Ordering::Relaxed) % replicas.len()];
-                tokio::spawn(forward(client, replica));
+                forwarding.fetch_add(1, Ordering::Relaxed);
+                let forwarding = forwarding.clone();
+                tokio::spawn(async move {
+                    forward(client, replica).await;
+                    forwarding.fetch_sub(1, Ordering::Relaxed);
+                });
             }
         });
         Ok(Self {
             addr,
             connections,
+            open,
             accept_task,
         })
     }
@@ -44,6 +52,24 @@ impl ServiceProxy {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections still open: a connection is closed here only once both
+    /// its ends have closed theirs.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Waits (up to `patience`) until no connection is open; whether none is.
+    pub async fn until_idle(&self, patience: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.open_connections() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
     }
 }
 

@@ -133,6 +133,22 @@ impl Sample {
     }
 }
 
+/// Something else read at both edges of a measured window, beside CPU time and
+/// the server's counters (for example what a backend counted itself). A reading
+/// that can fail carries its error in `Reading`, so it never breaks the run.
+pub trait WindowProbe: Send + 'static {
+    type Reading: Send + 'static;
+    fn read(&self) -> impl Future<Output = Self::Reading> + Send + '_;
+}
+
+/// No reading beyond CPU time and the server's counters.
+struct NoProbe;
+
+impl WindowProbe for NoProbe {
+    type Reading = ();
+    async fn read(&self) {}
+}
+
 /// Runs one looping task per call: a warm-up, then the measured window. A
 /// call counts in the window when it started inside it. With `admin_addr`, the
 /// server's counters are also scraped at both edges of the window.
@@ -143,6 +159,20 @@ pub async fn run_load<C: Call>(
     window: Duration,
     admin_addr: Option<SocketAddr>,
 ) -> anyhow::Result<PhaseResult> {
+    let (result, (), ()) = run_load_probed(calls, cpu, warmup, window, admin_addr, NoProbe).await?;
+    Ok(result)
+}
+
+/// [`run_load`], and `probe` read at both edges of the measured window (just
+/// inside them: first at the start, last at the end): its readings before and after.
+pub async fn run_load_probed<C: Call, P: WindowProbe>(
+    calls: Vec<C>,
+    cpu: CpuClock,
+    warmup: Duration,
+    window: Duration,
+    admin_addr: Option<SocketAddr>,
+    probe: P,
+) -> anyhow::Result<(PhaseResult, P::Reading, P::Reading)> {
     let start = Instant::now();
     let timing = Window {
         measure_from: start + warmup,
@@ -154,10 +184,12 @@ pub async fn run_load<C: Call>(
     }
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(timing.measure_from.into()).await;
+        let probed_before = probe.read().await;
         let before = Sample::take(&cpu, admin_addr).await?;
         tokio::time::sleep_until(timing.measure_until.into()).await;
         let after = Sample::take(&cpu, admin_addr).await?;
-        Ok::<_, anyhow::Error>((before, after))
+        let probed_after = probe.read().await;
+        Ok::<_, anyhow::Error>((before, after, probed_before, probed_after))
     });
 
     let mut result = PhaseResult {
@@ -180,7 +212,7 @@ pub async fn run_load<C: Call>(
         }
         result.latency_us.add(&slot.latency_us).context("cannot merge latency histograms")?;
     }
-    let (before, after) = sampler.await.context("the window sampler panicked")??;
+    let (before, after, probed_before, probed_after) = sampler.await.context("the window sampler panicked")??;
     result.server_cpu = after.server_cpu.saturating_sub(before.server_cpu);
     result.client_cpu = after.client_cpu.saturating_sub(before.client_cpu);
     result.machine_cpu = after.machine_cpu.saturating_sub(before.machine_cpu);
@@ -190,7 +222,7 @@ pub async fn run_load<C: Call>(
             elapsed: after.at.saturating_duration_since(before.at),
         });
     }
-    Ok(result)
+    Ok((result, probed_before, probed_after))
 }
 
 struct SlotResult {

@@ -2,8 +2,8 @@
 //! requests in flight and measuring a window (`load`), CPU time from `/proc`
 //! (`cpu`), the servers under test as child processes (`process`), the
 //! development PKI and connections to the servers (`pki`), counters read from
-//! an admin port (`metrics`) and number formatting for the Markdown reports
-//! (`format`).
+//! an admin port (`metrics`), command counts and CPU time read from Redis
+//! (`redis`) and number formatting for the Markdown reports (`format`).
 
 pub mod cpu;
 pub mod format;
@@ -11,6 +11,7 @@ pub mod load;
 pub mod metrics;
 pub mod pki;
 pub mod process;
+pub mod redis;
 
 use std::process::ExitCode;
 use std::time::Duration;

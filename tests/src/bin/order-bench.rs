@@ -168,7 +168,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let order_ids = create_orders(&to_order, &user_id, args.load.concurrency).await?;
 
     let as_order_service = Dialer::new(user.grpc_addr, Some(pki.connector(ORDER_SERVICE, USER_SERVICE)?))?;
-    let stack = measure_stack_overhead(&args, &as_order_service, CpuClock::new(vec![user.pid()]), &user_id).await?;
+    let stack = measure_stack_overhead(
+        &args,
+        (user.grpc_addr, &as_order_service),
+        CpuClock::new(vec![user.pid()]),
+        &user_id,
+    )
+    .await?;
     user.ensure_running(&stack.stack)?;
 
     let both = CpuClock::new(vec![order.pid(), user.pid()]);
@@ -451,7 +457,8 @@ async fn isolated_cost(config: &DependencyConfig) -> anyhow::Result<IsolatedCost
     // Never dialled: the attempt below does not use its channel.
     let channel = Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
     let metrics = ClientMetrics::default();
-    let dependency = Dependency::new(USER_SERVICE, channel.clone(), config.clone(), &metrics);
+    let pool = suite_grpc::client::single_channel_pool(USER_SERVICE, ([127, 0, 0, 1], 9).into(), channel.clone(), &metrics);
+    let dependency = Dependency::new(USER_SERVICE, pool, config.clone(), &metrics);
     let attempt = |attempt: Attempt| async move { Ok::<_, tonic::Status>(std::hint::black_box(attempt.timeout)) };
     let (mut direct, mut stack) = (Vec::new(), Vec::new());
     for _ in 0..IsolatedCost::ROUNDS {
@@ -498,7 +505,7 @@ fn mean_and_standard_error(values: &[f64]) -> Option<(f64, f64)> {
 
 async fn measure_stack_overhead(
     args: &Args,
-    as_order_service: &Dialer,
+    (user_addr, as_order_service): (std::net::SocketAddr, &Dialer),
     user_cpu: CpuClock,
     user_id: &str,
 ) -> anyhow::Result<StackOverhead> {
@@ -516,7 +523,8 @@ async fn measure_stack_overhead(
         .connect()
         .await
         .context("cannot connect to the user service as order-service")?;
-    let dependency = Dependency::new(USER_SERVICE, channel.clone(), config.clone(), &metrics);
+    let pool = suite_grpc::client::single_channel_pool(USER_SERVICE, user_addr, channel.clone(), &metrics);
+    let dependency = Dependency::new(USER_SERVICE, pool, config.clone(), &metrics);
     let bare_timeout = config.default_deadline.saturating_sub(config.deadline_margin);
     let issued = Arc::new(AtomicU64::new(0));
 

@@ -35,7 +35,11 @@
 //!    is compared is measured back to back;
 //! 5. checks on `/metrics` that every GetUser was a cache hit and that each
 //!    mutual TLS phase cost exactly one handshake per connection, reads the
-//!    plaintext server's RSS after load and stops it with SIGTERM;
+//!    plaintext server's RSS after load and stops it with SIGTERM. With
+//!    `--redis-url`, Redis's own `INFO commandstats` and `INFO cpu` are also
+//!    read at both edges of every measured window, so the report shows the
+//!    Redis commands each GetUser cost (one GET, and no PING or UNWATCH, is
+//!    the target) and Redis's CPU time per request;
 //! 6. measures handshakes: `--handshake-tasks` tasks each loop on a fresh
 //!    connection to the mutual TLS server (TCP connect, a full TLS 1.3
 //!    handshake, as neither side resumes sessions; then a wait for the
@@ -75,10 +79,11 @@ use suite_proto::suite::user::v1 as pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_tests::bench::cpu::CpuClock;
 use suite_tests::bench::format::{Target, describe, kib_to_mb, percent, targets_table, thousands};
-use suite_tests::bench::load::{Call, PhaseResult, cpu_us_per, run_load};
+use suite_tests::bench::load::{Call, PhaseResult, WindowProbe, cpu_us_per, run_load, run_load_probed};
 use suite_tests::bench::metrics::ServerCounters;
 use suite_tests::bench::pki::{DevPki, Dialer, NAMESPACE, TRUST_DOMAIN};
 use suite_tests::bench::process::{ServerProcess, sibling_binary};
+use suite_tests::bench::redis::{RedisCounters, RedisProbe};
 use suite_tests::bench::{LoadShape, RPC_TIMEOUT, conclude, run_dir, with_timeout};
 use suite_tls::MtlsConnector;
 use tokio::io::AsyncReadExt as _;
@@ -87,10 +92,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-/// Targets for the plaintext server; they apply to the embedded default (in-process cache).
+/// Targets for the plaintext server; the first three apply to the embedded default (in-process cache).
 const TARGET_MIN_RPS: f64 = 20_000.0;
 const TARGET_MAX_P99_MS: f64 = 5.0;
 const TARGET_MIN_RATIO_PERCENT: f64 = 40.0;
+/// With `--redis-url`: GetUser cache hits served from Redis, as a share of the trivial endpoint's throughput.
+const TARGET_MIN_REDIS_RATIO_PERCENT: f64 = 60.0;
+/// With `--redis-url`: Redis commands per GetUser cache hit may stray this far
+/// from one GET and no PING or UNWATCH (the windows' edges, other clients of a shared Redis).
+const TARGET_REDIS_COMMANDS_TOLERANCE: f64 = 0.01;
 const TARGET_MAX_IDLE_RSS_MB: f64 = 15.0;
 /// Mutual TLS GetUser throughput as a share of plaintext GetUser throughput.
 const TARGET_MIN_MTLS_RATIO_PERCENT: f64 = 85.0;
@@ -137,7 +147,9 @@ struct Args {
     authz_policy: PathBuf,
 
     /// Run the servers with this Redis cache (passed on as their `--redis-url`)
-    /// instead of the in-process one. The targets are set for the in-process cache.
+    /// instead of the in-process one, and read its `INFO commandstats` and `INFO cpu`
+    /// at the edges of every measured window (a `redis://` URL; any other only
+    /// reaches the servers). The Redis targets then replace the in-process ones.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
 
@@ -161,8 +173,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let run_dir = run_dir("suite-bench-")?;
     let pki = MtlsSetup::generate(run_dir.path().join("certs"), &args.authz_policy)?;
 
-    let mut plaintext = Subject::start(&server_bin, &args, run_dir.path().join("plaintext"), None).await?;
-    let mut mtls = Subject::start(&server_bin, &args, run_dir.path().join("mtls"), Some(&pki)).await?;
+    let redis = RedisWindow::new(args.redis_url.as_deref());
+    let mut plaintext = Subject::start(&server_bin, &args, run_dir.path().join("plaintext"), None, &redis).await?;
+    let mut mtls = Subject::start(&server_bin, &args, run_dir.path().join("mtls"), Some(&pki), &redis).await?;
 
     let plaintext_trivial = plaintext.measure(Rpc::Health, &args).await?;
     let mtls_trivial = mtls.measure(Rpc::Health, &args).await?;
@@ -175,6 +188,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let report = Report {
         args: &args,
+        redis_probe: redis
+            .probe
+            .as_ref()
+            .map(|probe| probe.as_ref().map(|probe| probe.addr().to_owned()).map_err(Clone::clone)),
         client_workers: tokio::runtime::Handle::current().metrics().num_workers(),
         plaintext,
         mtls,
@@ -263,18 +280,56 @@ struct Subject {
     cpu: CpuClock,
     idle_rss_kib: u64,
     user_id: String,
+    redis: RedisWindow,
 }
 
 /// One RPC phase and the server's counters across it (warm-up included).
 struct RpcPhase {
     result: PhaseResult,
     counters: ServerCounters,
+    /// What Redis counted over the measured window: `None` without `--redis-url`.
+    redis: Option<Result<RedisCounters, String>>,
+}
+
+/// Redis's own counters at the edges of a measured window, when the servers use Redis.
+#[derive(Clone)]
+struct RedisWindow {
+    /// `None` without `--redis-url`; an error when its URL cannot be probed.
+    probe: Option<Result<RedisProbe, String>>,
+}
+
+impl RedisWindow {
+    fn new(redis_url: Option<&str>) -> Self {
+        Self {
+            probe: redis_url.map(|url| RedisProbe::from_url(url).map_err(|error| format!("{error:#}"))),
+        }
+    }
+
+    /// The growth between two readings.
+    fn delta(before: &<Self as WindowProbe>::Reading, after: &<Self as WindowProbe>::Reading) -> Option<Result<RedisCounters, String>> {
+        match (before, after) {
+            (Some(Ok(before)), Some(Ok(after))) => Some(Ok(after.minus(before))),
+            (Some(Err(error)), _) | (_, Some(Err(error))) => Some(Err(error.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl WindowProbe for RedisWindow {
+    type Reading = Option<Result<RedisCounters, String>>;
+
+    async fn read(&self) -> Self::Reading {
+        match self.probe.as_ref()? {
+            Ok(probe) => Some(probe.read().await.map_err(|error| format!("{error:#}"))),
+            Err(error) => Some(Err(error.clone())),
+        }
+    }
 }
 
 impl Subject {
     /// Starts the server (mutual TLS with `pki`, plaintext without), waits for
     /// SERVING, idles, reads the idle RSS and puts the benchmark's user in the cache.
-    async fn start(binary: &Path, args: &Args, data_dir: PathBuf, pki: Option<&MtlsSetup>) -> anyhow::Result<Self> {
+    async fn start(binary: &Path, args: &Args, data_dir: PathBuf, pki: Option<&MtlsSetup>, redis: &RedisWindow) -> anyhow::Result<Self> {
         let transport = if pki.is_some() { Transport::Mtls } else { Transport::Plaintext };
         let mut server = start_server(binary, args, data_dir, pki)?;
         eprintln!(
@@ -297,6 +352,7 @@ impl Subject {
             dialer,
             idle_rss_kib,
             user_id,
+            redis: redis.clone(),
         })
     }
 
@@ -318,12 +374,21 @@ impl Subject {
             .map(|slot| rpc.call(channels[slot % channels.len()].clone(), &self.user_id))
             .collect();
         drop(channels);
-        let result = run_load(calls, self.cpu.clone(), args.load.warmup(), args.load.window(), None).await?;
+        let (result, redis_before, redis_after) = run_load_probed(
+            calls,
+            self.cpu.clone(),
+            args.load.warmup(),
+            args.load.window(),
+            None,
+            self.redis.clone(),
+        )
+        .await?;
         self.server.ensure_running(&result)?;
         let after = ServerCounters::scrape(self.server.admin_addr).await?;
         Ok(RpcPhase {
             result,
             counters: after.minus(&before),
+            redis: RedisWindow::delta(&redis_before, &redis_after),
         })
     }
 
@@ -541,6 +606,8 @@ impl ServerRun {
 
 struct Report<'a> {
     args: &'a Args,
+    /// The Redis address whose counters were read, or why they could not be; `None` without `--redis-url`.
+    redis_probe: Option<Result<String, String>>,
     client_workers: usize,
     plaintext: ServerRun,
     mtls: ServerRun,
@@ -560,13 +627,50 @@ impl Report<'_> {
         kib_to_mb(self.plaintext.idle_rss_kib)
     }
 
+    /// Whether the servers used Redis (as their `/metrics` say).
+    fn on_redis(&self) -> bool {
+        self.plaintext.backend() == "redis"
+    }
+
+    /// The targets `--enforce` holds the run to: with Redis, its own throughput
+    /// share and commands per call in place of the in-process cache's.
     fn targets(&self) -> Vec<Target> {
+        let ratio = self.plaintext.ratio_percent();
+        let rss = self.idle_rss_mb();
+        let mtls_ratio = self.mtls_ratio_percent();
+        let mut targets = if self.on_redis() {
+            vec![
+                Target {
+                    name: format!("GetUser cache hit on Redis >= {TARGET_MIN_REDIS_RATIO_PERCENT}% of trivial throughput (plaintext)"),
+                    measured: format!("{ratio:.1}%"),
+                    met: ratio >= TARGET_MIN_REDIS_RATIO_PERCENT,
+                },
+                self.redis_commands_target(),
+            ]
+        } else {
+            self.in_process_targets()
+        };
+        targets.extend([
+            Target {
+                name: format!("idle RSS < {TARGET_MAX_IDLE_RSS_MB} MB (plaintext)"),
+                measured: format!("{rss:.1} MB"),
+                met: rss < TARGET_MAX_IDLE_RSS_MB,
+            },
+            Target {
+                name: format!("mutual TLS GetUser >= {TARGET_MIN_MTLS_RATIO_PERCENT}% of plaintext GetUser throughput"),
+                measured: format!("{mtls_ratio:.1}%"),
+                met: mtls_ratio >= TARGET_MIN_MTLS_RATIO_PERCENT,
+            },
+        ]);
+        targets
+    }
+
+    /// Throughput, p99 and ratio targets set for the in-process cache.
+    fn in_process_targets(&self) -> Vec<Target> {
         let get_user = &self.plaintext.get_user.result;
         let rps = get_user.requests_per_second();
         let p99 = get_user.quantile_ms(0.99);
         let ratio = self.plaintext.ratio_percent();
-        let rss = self.idle_rss_mb();
-        let mtls_ratio = self.mtls_ratio_percent();
         vec![
             Target {
                 name: format!("GetUser throughput >= {} req/s (plaintext)", thousands(TARGET_MIN_RPS)),
@@ -583,17 +687,37 @@ impl Report<'_> {
                 measured: format!("{ratio:.1}%"),
                 met: ratio >= TARGET_MIN_RATIO_PERCENT,
             },
-            Target {
-                name: format!("idle RSS < {TARGET_MAX_IDLE_RSS_MB} MB (plaintext)"),
-                measured: format!("{rss:.1} MB"),
-                met: rss < TARGET_MAX_IDLE_RSS_MB,
-            },
-            Target {
-                name: format!("mutual TLS GetUser >= {TARGET_MIN_MTLS_RATIO_PERCENT}% of plaintext GetUser throughput"),
-                measured: format!("{mtls_ratio:.1}%"),
-                met: mtls_ratio >= TARGET_MIN_MTLS_RATIO_PERCENT,
-            },
         ]
+    }
+
+    /// One GET per GetUser, and no PING or UNWATCH, in both GetUser windows.
+    fn redis_commands_target(&self) -> Target {
+        let name = "Redis commands per GetUser cache hit: one GET, no PING or UNWATCH (plaintext, mutual TLS)".to_owned();
+        let mut measured = Vec::new();
+        let mut met = true;
+        for run in [&self.plaintext, &self.mtls] {
+            match &run.get_user.redis {
+                Some(Ok(counters)) => {
+                    let per_call = |command: &str| per_request(counters.calls_of(command), &run.get_user.result);
+                    let (get, ping, unwatch) = (per_call("get"), per_call("ping"), per_call("unwatch"));
+                    met &= (get - 1.0).abs() <= TARGET_REDIS_COMMANDS_TOLERANCE && ping + unwatch <= TARGET_REDIS_COMMANDS_TOLERANCE;
+                    measured.push(format!("GET {get:.3}, PING {ping:.3}, UNWATCH {unwatch:.3}"));
+                }
+                Some(Err(error)) => {
+                    met = false;
+                    measured.push(format!("unreadable: {error}"));
+                }
+                None => {
+                    met = false;
+                    measured.push("not read".to_owned());
+                }
+            }
+        }
+        Target {
+            name,
+            measured: measured.join(" / "),
+            met,
+        }
     }
 
     fn all_targets_met(&self) -> bool {
@@ -633,6 +757,7 @@ impl Report<'_> {
     fn render(&self) -> String {
         let mut out = String::new();
         self.render_rpc_phases(&mut out);
+        self.render_redis(&mut out);
         self.render_handshakes(&mut out);
         self.render_targets(&mut out);
         out
@@ -854,13 +979,95 @@ impl Report<'_> {
         let _ = writeln!(out);
     }
 
-    fn render_targets(&self, out: &mut String) {
-        let backend = self.plaintext.backend();
-        let note = if backend == "memory" {
-            String::new()
-        } else {
-            format!(" (set for the in-process cache; this run used {backend})")
+    /// Redis's own count of the commands each phase sent it, per request, and its CPU time.
+    fn render_redis(&self, out: &mut String) {
+        let Some(probe) = &self.redis_probe else { return };
+        let _ = writeln!(out, "## Redis commands per call\n");
+        let addr = match probe {
+            Ok(addr) => addr,
+            Err(error) => {
+                let _ = writeln!(out, "Redis's counters were not read: {error}\n");
+                return;
+            }
         };
-        targets_table(out, &note, &self.targets());
+        let _ = writeln!(
+            out,
+            "`INFO commandstats` and `INFO cpu` of the Redis at `{addr}`, read at both edges of each measured window. Every \
+             command any client sent that Redis in the window counts, so on a Redis shared with other work the trivial rows \
+             (where this run sent none) show the background.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| transport | endpoint | requests | Redis commands | per request | GET | PING | UNWATCH | other commands | Redis CPU µs/req |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
+        for run in [&self.plaintext, &self.mtls] {
+            for (name, phase) in run.phases() {
+                let requests = &phase.result;
+                match &phase.redis {
+                    Some(Ok(counters)) => {
+                        let others: Vec<String> = counters
+                            .calls
+                            .iter()
+                            .filter(|(command, _)| !["get", "ping", "unwatch"].contains(&command.as_str()))
+                            .map(|(command, calls)| format!("{command} {calls}"))
+                            .collect();
+                        let per_call = |command: &str| per_request(counters.calls_of(command), requests);
+                        let _ = writeln!(
+                            out,
+                            "| {} | {name} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
+                            run.label(),
+                            thousands(requests.requests as f64),
+                            thousands(counters.total_calls() as f64),
+                            per_request(counters.total_calls(), requests),
+                            per_call("get"),
+                            per_call("ping"),
+                            per_call("unwatch"),
+                            if others.is_empty() { "none".to_owned() } else { others.join(", ") },
+                            requests.cpu_us_per_request(counters.cpu)
+                        );
+                    }
+                    Some(Err(error)) => {
+                        let _ = writeln!(
+                            out,
+                            "| {} | {name} | {} | unreadable: {error} | | | | | | |",
+                            run.label(),
+                            requests.requests
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    fn render_targets(&self, out: &mut String) {
+        if self.on_redis() {
+            targets_table(out, " (Redis cache)", &self.targets());
+            let _ = writeln!(out);
+            targets_table(
+                out,
+                " (set for the in-process cache; this run used redis: for information, not enforced)",
+                &self.in_process_targets(),
+            );
+        } else {
+            let backend = self.plaintext.backend();
+            let note = if backend == "memory" {
+                String::new()
+            } else {
+                format!(" (this run used the {backend} cache)")
+            };
+            targets_table(out, &note, &self.targets());
+        }
+    }
+}
+
+/// `count` per request of the phase's measured window.
+fn per_request(count: u64, phase: &PhaseResult) -> f64 {
+    if phase.requests == 0 {
+        0.0
+    } else {
+        count as f64 / phase.requests as f64
     }
 }

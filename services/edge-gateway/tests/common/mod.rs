@@ -415,6 +415,7 @@ impl Gateway {
             worker_threads: 1,
             trust_client_trace_context: false,
             routes: Some(services.routes_file(dir.path(), options.order_address.as_deref())),
+            resolve_interval_ms: 30_000,
             listener: ListenerArgs {
                 listener_tls_cert: Some(listener.cert),
                 listener_tls_key: Some(listener.key),

@@ -120,6 +120,7 @@ pub async fn start_user_service(database: DatabaseConfig, grpc_addr: SocketAddr,
 pub fn fast_user_service_args(addr: SocketAddr) -> UserServiceArgs {
     UserServiceArgs {
         user_service_addr: addr.into(),
+        resolve_interval_ms: 30_000,
         user_service_identity: None,
         user_service_default_deadline_ms: 2_000,
         user_service_deadline_margin_ms: 20,

@@ -18,8 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use suite_balance::{Lease, Pool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
@@ -125,6 +125,7 @@ pub struct ClientMetrics {
     retries: Family<DependencyLabels, Counter>,
     rejected: Family<RejectionLabels, Counter>,
     circuit_state: Family<DependencyLabels, Gauge>,
+    endpoints: Family<DependencyLabels, Gauge>,
 }
 
 impl Default for ClientMetrics {
@@ -135,6 +136,7 @@ impl Default for ClientMetrics {
             retries: Family::default(),
             rejected: Family::default(),
             circuit_state: Family::default(),
+            endpoints: Family::default(),
         }
     }
 }
@@ -159,7 +161,7 @@ impl ClientMetrics {
         );
         registry.register(
             "client_rejected_calls",
-            "Outgoing calls failed locally without reaching the dependency, by reason (circuit_open, bulkhead_full, deadline).",
+            "Outgoing calls failed locally without reaching the dependency, by reason (circuit_open, bulkhead_full, deadline, no_endpoint).",
             metrics.rejected.clone(),
         );
         registry.register(
@@ -167,7 +169,19 @@ impl ClientMetrics {
             "Circuit breaker state per dependency: 0 closed, 1 open, 2 half-open.",
             metrics.circuit_state.clone(),
         );
+        registry.register(
+            "client_endpoints",
+            "Replicas of a dependency its calls are balanced over (what discovery found last).",
+            metrics.endpoints.clone(),
+        );
         metrics
+    }
+
+    /// Records how many endpoints `dependency` has now.
+    pub fn set_endpoints(&self, dependency: &'static str, count: usize) {
+        self.endpoints
+            .get_or_create(&DependencyLabels { dependency })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 
@@ -294,20 +308,26 @@ impl Resilience {
     }
 }
 
-/// A dependency's client stack for typed tonic calls: [`Resilience`] plus a
-/// channel and the retry loop. Cheap to clone; clones share state.
+/// A dependency's client stack for typed tonic calls: [`Resilience`] plus the
+/// dependency's replicas (a [`Pool`] of channels, one endpoint picked per attempt)
+/// and the retry loop. Cheap to clone; clones share state.
+///
+/// The breaker and the bulkhead stay per dependency, not per endpoint: an endpoint
+/// that cannot be reached is set aside by the pool and a retry goes to another one,
+/// so the breaker opens only when the dependency as a whole fails.
 #[derive(Debug, Clone)]
 pub struct Dependency {
     resilience: Resilience,
-    channel: TracedChannel,
+    pool: Pool<TracedChannel>,
 }
 
 impl Dependency {
-    /// `name` labels metrics and logs (`user-service`); `channel` is usually lazy.
-    pub fn new(name: &'static str, channel: Channel, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
+    /// `name` labels metrics and logs (`user-service`); `pool` is usually from
+    /// [`super::channel_pool`].
+    pub fn new(name: &'static str, pool: Pool<TracedChannel>, config: DependencyConfig, metrics: &ClientMetrics) -> Self {
         Self {
             resilience: Resilience::new(name, config, metrics),
-            channel: TracedChannel::new(channel, name, metrics),
+            pool,
         }
     }
 
@@ -323,7 +343,8 @@ impl Dependency {
         self.resilience.circuit_state()
     }
 
-    /// Runs `attempt` under the stack, within `deadline`.
+    /// Runs `attempt` under the stack, within `deadline`. A retry goes to another
+    /// endpoint than the attempt before it when there is one.
     pub async fn call<T, F, Fut>(&self, deadline: Deadline, idempotency: Idempotency, mut attempt: F) -> Result<T, Status>
     where
         F: FnMut(Attempt) -> Fut,
@@ -332,6 +353,7 @@ impl Dependency {
         let inner = &*self.resilience.inner;
         inner.budget.record_request(Instant::now());
         let mut attempts_made = 0;
+        let mut previous = None;
         loop {
             let Some(timeout) = deadline.for_outgoing(inner.config.deadline_margin) else {
                 self.resilience.count_rejection("deadline");
@@ -340,25 +362,39 @@ impl Dependency {
                     inner.name
                 )));
             };
+            let Some(lease) = self.endpoint(previous, timeout).await else {
+                self.resilience.count_rejection("no_endpoint");
+                return Err(Status::unavailable(format!("no replica of {} is known", inner.name)));
+            };
+            previous = Some(lease.addr());
             let outcome = self
                 .attempt_once(
                     &mut attempt,
                     Attempt {
-                        channel: self.channel.clone(),
+                        channel: lease.connection().clone(),
                         timeout,
                     },
                 )
                 .await;
             attempts_made += 1;
             let status = match outcome {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    lease.reached();
+                    return Ok(value);
+                }
                 Err(AttemptError::Rejected(status)) => return Err(status),
                 Err(AttemptError::Failed(status)) => status,
             };
+            if unreached(&status) {
+                lease.unreachable();
+            } else {
+                lease.reached();
+            }
+            drop(lease);
             // A request that never left (its connection was going away when it was about to be
             // sent: a server's maximum connection age or drain) is sent again whatever it is, as
             // gRPC's transparent retry does; the dependency cannot have acted on it.
-            let retryable = never_sent(&status)
+            let retryable = suite_balance::never_processed(&status)
                 || idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
             if !retryable || attempts_made >= inner.config.max_attempts {
                 return Err(status);
@@ -371,6 +407,16 @@ impl Dependency {
             inner.metrics.retries.get_or_create(&self.resilience.labels()).inc();
             tokio::time::sleep(backoff).await;
         }
+    }
+
+    /// An endpoint other than `previous` when there is one; until discovery has found
+    /// any, waits for one within `patience`.
+    async fn endpoint(&self, previous: Option<std::net::SocketAddr>, patience: Duration) -> Option<Lease<TracedChannel>> {
+        if let Some(lease) = self.pool.pick(previous) {
+            return Some(lease);
+        }
+        self.pool.wait_for_endpoints(patience).await;
+        self.pool.pick(previous)
     }
 
     async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, context: Attempt) -> Result<T, AttemptError>
@@ -404,17 +450,14 @@ fn deadline_exceeded(dependency: &str, timeout: Duration) -> Status {
     Status::deadline_exceeded(format!("{dependency} did not answer within {timeout:?}"))
 }
 
-/// Whether the call failed before its request was handed to a connection: hyper
-/// cancels a request still queued for a connection that closes or goes away.
-fn never_sent(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            return hyper.is_canceled();
-        }
-        source = error.source();
-    }
-    false
+/// Whether the call failed in the transport (no connection, a broken one) rather than
+/// being answered by the endpoint.
+fn unreached(status: &Status) -> bool {
+    status.code() == Code::Unavailable && sources(status).any(|error| error.is::<tonic::transport::Error>())
+}
+
+fn sources(status: &Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |error| error.source())
 }
 
 /// Codes that say the dependency itself is unwell (as opposed to "no such user").

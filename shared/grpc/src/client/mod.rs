@@ -8,9 +8,14 @@ mod dependency;
 mod traced;
 mod window;
 
-use std::fmt::{self, Display};
-use std::str::FromStr;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use suite_balance::Pool;
+pub use suite_balance::never_processed;
+use suite_discovery::Endpoints;
+pub use suite_discovery::{HostPort, UpstreamAddress};
 use suite_tls::MtlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
@@ -19,97 +24,77 @@ pub use deadline::Deadline;
 pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
 pub use traced::{ClientCall, TracedChannel};
 
-/// Where a dependency listens: `host:port`, the host a DNS name (resolved at each
-/// connection, so a Kubernetes Service name follows the Service) or an IP literal
-/// (IPv6 in brackets).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort(String);
-
-impl FromStr for HostPort {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("{text:?} is not host:port (a DNS name or IP address, IPv6 in brackets, and a port)");
-        let authority: http::uri::Authority = text.parse().map_err(|_| invalid())?;
-        let host = authority.host();
-        // An authority may carry credentials; an address may not.
-        if host.is_empty() || authority.as_str().contains('@') || authority.port_u16().is_none_or(|port| port == 0) {
-            return Err(invalid());
-        }
-        if host.starts_with('[') && host.trim_matches(['[', ']']).parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(invalid());
-        }
-        Ok(Self(authority.as_str().to_owned()))
-    }
+/// How the suite's services reach each other.
+#[derive(Debug, Clone)]
+pub enum Dial {
+    /// Mutual TLS, the server presenting the connector's expected identity.
+    Mtls(MtlsConnector),
+    /// Only when the whole suite runs with `--insecure-plaintext`.
+    Plaintext,
 }
 
-impl Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Every replica of the dependency `name` at `address` (re-resolved every
+/// `resolve_interval`), one lazy channel to each, traced and timed into `metrics`:
+/// what [`Dependency`] balances its calls over.
+pub fn channel_pool(
+    name: &'static str,
+    address: &UpstreamAddress,
+    resolve_interval: Duration,
+    dial: Dial,
+    metrics: &ClientMetrics,
+) -> Result<Pool<TracedChannel>, suite_discovery::DiscoveryError> {
+    let endpoints = Endpoints::watch(name, address, resolve_interval)?;
+    let traced = metrics.clone();
+    let counted = metrics.clone();
+    Ok(Pool::new(
+        endpoints,
+        move |addr: SocketAddr| {
+            let endpoint = endpoint(addr);
+            let channel = match &dial {
+                Dial::Mtls(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+                Dial::Plaintext => endpoint.connect_lazy(),
+            };
+            TracedChannel::new(channel, name, &traced)
+        },
+        move |count| counted.set_endpoints(name, count),
+    ))
 }
 
-impl From<std::net::SocketAddr> for HostPort {
-    fn from(addr: std::net::SocketAddr) -> Self {
-        Self(addr.to_string())
-    }
+/// A pool of one: `channel`, already made, to the replica at `addr`.
+pub fn single_channel_pool(name: &'static str, addr: SocketAddr, channel: Channel, metrics: &ClientMetrics) -> Pool<TracedChannel> {
+    let traced = TracedChannel::new(channel, name, metrics);
+    Pool::new(Endpoints::fixed([addr]), move |_| traced.clone(), |_| {})
 }
 
 /// Connects over mutual TLS to `addr` (`host:port`), which must present the connector's expected identity.
 pub async fn connect_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
-    endpoint(addr)?.connect_with_connector(connector).await
-}
-
-/// A channel over mutual TLS that connects on first use and reconnects after
-/// failures, so a service can start before its dependency does.
-pub fn lazy_mtls(addr: impl Display, connector: MtlsConnector) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(addr)?.connect_with_connector_lazy(connector))
+    endpoint_of(addr)?.connect_with_connector(connector).await
 }
 
 /// Connects in plaintext; only for servers started with `--insecure-plaintext`.
 pub async fn connect_insecure(addr: impl Display) -> Result<Channel, tonic::transport::Error> {
-    endpoint(addr)?.connect().await
+    endpoint_of(addr)?.connect().await
 }
 
-/// A lazy plaintext channel; only for servers started with `--insecure-plaintext`.
-pub fn lazy_insecure(addr: impl Display) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(addr)?.connect_lazy())
-}
-
-fn endpoint(addr: impl Display) -> Result<Endpoint, tonic::transport::Error> {
+fn endpoint_of(addr: impl Display) -> Result<Endpoint, tonic::transport::Error> {
     // The scheme is only a label here: the connector decides whether TLS runs.
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(2)))
+        .connect_timeout(CONNECT_TIMEOUT))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::HostPort;
-
-    #[test]
-    fn host_port_takes_names_and_ip_literals_and_requires_a_port() {
-        for good in [
-            "user-service:50051",
-            "user-service.suite.svc.cluster.local:50051",
-            "127.0.0.1:50051",
-            "[::1]:50051",
-        ] {
-            assert_eq!(good.parse::<HostPort>().map(|addr| addr.to_string()), Ok(good.to_owned()), "{good}");
-        }
-        for bad in [
-            "",
-            "user-service",
-            "user-service:",
-            ":50051",
-            "user-service:0",
-            "user-service:70000",
-            "user@host:1",
-            "::1:50051",
-            "[nonsense]:1",
-            "host/path:1",
-        ] {
-            assert!(bad.parse::<HostPort>().is_err(), "{bad:?} was accepted");
-        }
-    }
+/// A socket address is always a valid URI authority.
+fn endpoint(addr: SocketAddr) -> Endpoint {
+    Endpoint::from(
+        http::uri::Builder::new()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default(),
+    )
+    .tcp_nodelay(true)
+    .connect_timeout(CONNECT_TIMEOUT)
 }
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
