@@ -7,7 +7,9 @@
 //! client call latency histogram and, when tracing, to the call's client span.
 //! Each call goes to one of the upstream's endpoints, chosen by its pool; one
 //! that cannot be reached before anything was sent is set aside and the call
-//! goes to another.
+//! goes to another. A unary call that an endpoint turned away unprocessed (its
+//! graceful GOAWAY left the call's stream out, as a draining server's can, or it
+//! refused the stream) goes to another as well, the endpoint not set aside.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -169,6 +171,14 @@ async fn send_to_an_endpoint(
                 return (Ok(response), Some(lease));
             }
             Err(SendError::Failed(error)) => return (Err(error), Some(lease)),
+            Err(SendError::WentAway(unsent, error)) => {
+                // Not set aside: the endpoint answered. If it is draining, the next
+                // call's connection to it is refused, and that sets it aside.
+                tracing::debug!(upstream = upstream.name, endpoint = %lease.addr(), %error, "endpoint turned the call away unprocessed; trying another");
+                previous = Some(lease.addr());
+                request = *unsent;
+                failure = error;
+            }
             Err(SendError::NotSent(unsent, error)) => {
                 lease.unreachable();
                 tracing::debug!(upstream = upstream.name, endpoint = %lease.addr(), %error, "endpoint unreachable; trying another");

@@ -7,7 +7,10 @@
 //! second write, a second wake-up of the upstream and a task hop per request.)
 //! The connection is opened on first use and again after it fails or goes
 //! away (the endpoint's maximum connection age, a drain); concurrent callers
-//! wait for one connection attempt.
+//! wait for one connection attempt. A request whose body was handed over whole
+//! (a unary call) keeps its head and body chunks (shared, not copied) until the
+//! response's headers arrive, so that one the endpoint turns away unprocessed
+//! can be sent to another ([`SendError::WentAway`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +45,15 @@ pub enum SendError {
     /// there was had closed or gone away): the request comes back untouched,
     /// to be sent to another endpoint.
     NotSent(Box<http::Request<Body>>, String),
+    /// The endpoint turned the request away unprocessed: its graceful GOAWAY
+    /// left the request's stream out (a drain, or the connection's maximum age:
+    /// h2 may write a stream's HEADERS after the PONG that lets the server fix
+    /// the GOAWAY's last stream id), or it refused the stream. The whole request
+    /// had been handed over (a unary call), so it comes back rebuilt from what
+    /// was kept, to be sent to another endpoint. The endpoint did answer, so it
+    /// is not to be set aside for it: if it is draining, the next connection to
+    /// it is refused, and that sets it aside.
+    WentAway(Box<http::Request<Body>>, String),
     /// The request was handed over and then failed; it cannot be sent again,
     /// since its body has streamed away.
     Failed(String),
@@ -95,20 +107,49 @@ impl UpstreamConnection {
         uri.path_and_query = parts.uri.path_and_query().cloned();
         parts.uri = http::Uri::from_parts(uri).map_err(|error| SendError::Failed(error.to_string()))?;
         let end_of_stream = body.is_end_stream();
+        // Kept until the response's headers arrive, so that a request the endpoint
+        // turns away unprocessed can go to another (h2 takes the request itself).
+        let head = RequestHead::of(&parts);
         let (response, send_stream) = match sender.send_request(http::Request::from_parts(parts, ()), end_of_stream) {
             Ok(sent) => sent,
+            // Refused before a stream was opened (the connection failed or went
+            // away since it was ready): the body is still here, untouched.
             Err(error) => {
                 self.forget();
-                return Err(SendError::Failed(error.to_string()));
+                let error = format!("connection to {} refused the call: {error}", self.addr);
+                return Err(SendError::NotSent(Box::new(head.with_body(body)), error));
             }
         };
-        if !end_of_stream {
-            forward_body(body, send_stream);
+        let sent = if end_of_stream {
+            Sent::Whole(SentBody::default())
+        } else {
+            forward_body(body, send_stream)
+        };
+        let error = match UnansweredCall(Some(response)).await {
+            Ok(answered) => return Ok(answered.map(|recv| Body::new(ResponseBody::new(recv)))),
+            Err(error) => error,
+        };
+        if !suite_balance::never_processed(&error) {
+            return Err(SendError::Failed(error.to_string()));
         }
-        let answered = UnansweredCall(Some(response))
-            .await
-            .map_err(|error| SendError::Failed(error.to_string()))?;
-        Ok(answered.map(|recv| Body::new(ResponseBody::new(recv))))
+        let body = match sent {
+            Sent::Whole(sent) => Some(sent.into_body(None)),
+            // The body was still arriving from the client: the task forwarding it
+            // ends now that the stream is gone, and hands back what it kept and
+            // what the client has yet to send.
+            Sent::Streaming(handback) => match tokio::time::timeout(HANDBACK_PATIENCE, handback).await {
+                Ok(Ok(Leftover { sent: Some(sent), rest })) => Some(sent.into_body(rest)),
+                _ => None,
+            },
+            Sent::Lost => None,
+        };
+        match body {
+            Some(body) => Err(SendError::WentAway(
+                Box::new(head.with_body(body)),
+                format!("{} turned the call away unprocessed: {error}", self.addr),
+            )),
+            None => Err(SendError::Failed(error.to_string())),
+        }
     }
 
     /// A handle with room for one more stream, on the current connection or a new one.
@@ -209,6 +250,130 @@ impl UpstreamConnection {
     }
 }
 
+/// What a request to be sent again needs of its head: h2 clears the
+/// extensions of every request it sends, so they are not kept.
+struct RequestHead {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    fn of(parts: &http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn with_body(self, body: Body) -> http::Request<Body> {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// How much of a request body is kept to send it again: a unary call's
+/// message at the suite's default size limit. A longer stream is not resent.
+const MAX_KEPT_BYTES: usize = 256 * 1024;
+/// How long a call turned away waits for the task forwarding its body to end.
+const HANDBACK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// The request body as it was handed over to the stream.
+enum Sent {
+    /// All of it, at once (a unary call whose message had arrived).
+    Whole(SentBody),
+    /// Forwarded by a task (the body was still arriving), which hands back
+    /// what it kept when it ends.
+    Streaming(tokio::sync::oneshot::Receiver<Leftover>),
+    /// Not to be sent again (the client's side failed, or trailers).
+    Lost,
+}
+
+/// What the task forwarding a body hands back when it ends: the chunks it
+/// queued, unless too many to keep, and the rest of the body if it had not ended.
+struct Leftover {
+    sent: Option<SentBody>,
+    rest: Option<Body>,
+}
+
+/// The chunks of a request body queued on a stream, shared with those queued,
+/// to send the request again if the endpoint turns it away.
+#[derive(Default)]
+struct SentBody {
+    first: Option<Bytes>,
+    /// Further chunks, when a message spans several DATA frames.
+    more: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl SentBody {
+    /// Keeps `chunk`; false once more than [`MAX_KEPT_BYTES`] would be kept.
+    fn push(&mut self, chunk: &Bytes) -> bool {
+        self.bytes += chunk.len();
+        if self.bytes > MAX_KEPT_BYTES {
+            return false;
+        }
+        if self.first.is_none() {
+            self.first = Some(chunk.clone());
+        } else {
+            self.more.push(chunk.clone());
+        }
+        true
+    }
+
+    /// The body again: the chunks kept, then `rest` (what the client had yet to send).
+    fn into_body(self, rest: Option<Body>) -> Body {
+        let kept = match (self.first, self.more.is_empty()) {
+            (None, _) => None,
+            (Some(only), true) => Some(only),
+            (Some(first), false) => {
+                let mut whole = bytes::BytesMut::from(first.as_ref());
+                for chunk in &self.more {
+                    whole.extend_from_slice(chunk);
+                }
+                Some(whole.freeze())
+            }
+        };
+        match (kept, rest) {
+            (None, None) => Body::empty(),
+            (None, Some(rest)) => rest,
+            (kept, rest) => Body::new(ResentBody { kept, rest }),
+        }
+    }
+}
+
+/// A request body sent again: what was kept of it, then the rest from the client.
+struct ResentBody {
+    kept: Option<Bytes>,
+    rest: Option<Body>,
+}
+
+impl http_body::Body for ResentBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if let Some(kept) = self.kept.take() {
+            return Poll::Ready(Some(Ok(Frame::data(kept))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kept.is_none() && self.rest.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+}
+
 /// A call whose response headers have not arrived yet. If the caller goes
 /// away first (the client reset its stream), the upstream stream is not reset
 /// at once: a service counts streams reset before it accepted them and, past a
@@ -248,19 +413,30 @@ impl Drop for UnansweredCall {
 /// holds (all of a unary call) is queued at once, before the connection's task
 /// next writes, so it leaves with the HEADERS; the rest follows from a task
 /// that waits for flow-control capacity before taking more from the client.
-fn forward_body(body: Body, stream: SendStream<Bytes>) {
+/// Returns what was kept of the body, to send it again should the endpoint turn it away.
+fn forward_body(body: Body, stream: SendStream<Bytes>) -> Sent {
     let mut pipe = RequestPipe {
         body,
         stream,
         waiting: None,
         queued_any: false,
+        sent: Some(SentBody::default()),
+        ended: false,
+        body_done: false,
+        handback: None,
     };
     let waker = std::task::Waker::noop();
     match Pin::new(&mut pipe).poll(&mut Context::from_waker(waker)) {
-        Poll::Ready(()) => {}
+        Poll::Ready(()) => match pipe.sent.take() {
+            Some(sent) if pipe.ended => Sent::Whole(sent),
+            _ => Sent::Lost,
+        },
         Poll::Pending => {
+            let (handback, handed_back) = tokio::sync::oneshot::channel();
+            pipe.handback = Some(handback);
             // Still the request's work: its logs belong to the request's trace.
             suite_telemetry::context::spawn_in_current_context(pipe);
+            Sent::Streaming(handed_back)
         }
     }
 }
@@ -271,6 +447,29 @@ struct RequestPipe {
     /// A chunk taken from the client that waits for capacity before it is queued.
     waiting: Option<(Bytes, bool)>,
     queued_any: bool,
+    /// The chunks queued so far, while the body may still be sent again.
+    sent: Option<SentBody>,
+    /// The whole body, to its end, was queued.
+    ended: bool,
+    /// The client's body has nothing more (its end, or an error, was read).
+    body_done: bool,
+    /// Where a task forwarding the body hands back what it kept when it ends.
+    handback: Option<tokio::sync::oneshot::Sender<Leftover>>,
+}
+
+impl Drop for RequestPipe {
+    fn drop(&mut self) {
+        let Some(handback) = self.handback.take() else { return };
+        let mut sent = self.sent.take();
+        if let (Some(kept), Some((chunk, _))) = (sent.as_mut(), self.waiting.take())
+            && !kept.push(&chunk)
+        {
+            sent = None;
+        }
+        let rest = (!self.body_done).then(|| std::mem::replace(&mut self.body, Body::empty()));
+        // Nobody waits when the call was answered.
+        let _ = handback.send(Leftover { sent, rest });
+    }
 }
 
 impl RequestPipe {
@@ -279,7 +478,23 @@ impl RequestPipe {
     /// reason [`UnansweredCall`] gives: the service fails the truncated call
     /// and answers, and the answer is dropped.
     fn abandon(&mut self) {
+        self.sent = None;
         let _ = self.stream.send_data(Bytes::new(), true);
+    }
+
+    /// Queues `chunk` on the stream (kept too, while the body may be sent again);
+    /// whether more of the request is to follow.
+    fn queue(&mut self, chunk: Bytes, end_of_stream: bool) -> bool {
+        if let Some(sent) = &mut self.sent
+            && !sent.push(&chunk)
+        {
+            self.sent = None;
+        }
+        if self.stream.send_data(chunk, end_of_stream).is_err() {
+            return false;
+        }
+        self.ended = end_of_stream;
+        !end_of_stream
     }
 }
 
@@ -301,10 +516,14 @@ impl Future for RequestPipe {
                             return Poll::Pending;
                         }
                         Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        Poll::Ready(Some(Err(_)) | None) => {
+                            // Kept for the handback: it never left.
+                            pipe.waiting = Some((chunk, end_of_stream));
+                            return Poll::Ready(());
+                        }
                     }
                 }
-                if pipe.stream.send_data(chunk, end_of_stream).is_err() || end_of_stream {
+                if !pipe.queue(chunk, end_of_stream) {
                     return Poll::Ready(());
                 }
                 continue;
@@ -312,23 +531,26 @@ impl Future for RequestPipe {
             let frame = match ready!(Pin::new(&mut pipe.body).poll_frame(cx)) {
                 Some(Ok(frame)) => frame,
                 Some(Err(_)) => {
+                    pipe.body_done = true;
                     pipe.abandon();
                     return Poll::Ready(());
                 }
                 None => {
-                    let _ = pipe.stream.send_data(Bytes::new(), true);
+                    pipe.body_done = true;
+                    pipe.queue(Bytes::new(), true);
                     return Poll::Ready(());
                 }
             };
             let frame = match frame.into_data() {
                 Ok(chunk) => {
                     let end_of_stream = pipe.body.is_end_stream();
+                    pipe.body_done = end_of_stream;
                     // Queued without waiting for capacity: h2 holds it until the
                     // window allows. Later chunks wait, so a client cannot make
                     // the gateway buffer more than one chunk ahead of the upstream.
                     if pipe.stream.capacity() >= chunk.len() || !pipe.queued_any {
                         pipe.queued_any = true;
-                        if pipe.stream.send_data(chunk, end_of_stream).is_err() || end_of_stream {
+                        if !pipe.queue(chunk, end_of_stream) {
                             return Poll::Ready(());
                         }
                     } else {
@@ -340,6 +562,9 @@ impl Future for RequestPipe {
                 Err(frame) => frame,
             };
             if let Ok(trailers) = frame.into_trailers() {
+                // Rare in gRPC requests; such a request is not sent again.
+                pipe.sent = None;
+                pipe.body_done = true;
                 let _ = pipe.stream.send_trailers(trailers);
                 return Poll::Ready(());
             }
@@ -385,5 +610,117 @@ impl http_body::Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    /// A unary call's body: one gRPC message.
+    const MESSAGE: &[u8] = b"\0\0\0\0\x05hello";
+
+    /// A plaintext HTTP/2 endpoint that resets every stream with `reason`.
+    async fn resetting_endpoint(reason: h2::Reason) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(tcp).await.unwrap();
+            while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                respond.send_reset(reason);
+            }
+        });
+        addr
+    }
+
+    fn unary_call() -> http::Request<Body> {
+        http::Request::post("http://gateway.local/suite.user.v1.UserService/GetUser")
+            .header("content-type", "application/grpc")
+            .header("x-request-id", "went-away-1")
+            .body(Body::new(http_body_util::Full::new(Bytes::from_static(MESSAGE))))
+            .unwrap()
+    }
+
+    fn connection(addr: SocketAddr) -> UpstreamConnection {
+        UpstreamConnection::new(addr, "user-service:50051".parse().unwrap(), Dial::Plaintext)
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_the_endpoint_refused_comes_back_whole_for_another() {
+        let addr = resetting_endpoint(h2::Reason::REFUSED_STREAM).await;
+        let Err(SendError::WentAway(request, error)) = connection(addr).send(unary_call()).await else {
+            panic!("a refused stream was never processed: the call is to go elsewhere");
+        };
+        assert!(error.contains(&addr.to_string()), "{error}");
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(request.uri().path(), "/suite.user.v1.UserService/GetUser");
+        assert_eq!(request.headers()["x-request-id"], "went-away-1");
+        assert_eq!(request.headers()["content-type"], "application/grpc");
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], MESSAGE, "the same message, whole");
+    }
+
+    /// A body whose one message arrives when the test sends it.
+    struct Later(tokio::sync::oneshot::Receiver<Bytes>, bool);
+
+    impl http_body::Body for Later {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            if self.1 {
+                return Poll::Ready(None);
+            }
+            let message = ready!(Pin::new(&mut self.0).poll(cx));
+            self.1 = true;
+            Poll::Ready(message.ok().map(|message| Ok(Frame::data(message))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_before_its_body_arrived_comes_back_with_the_body_to_come() {
+        let addr = resetting_endpoint(h2::Reason::REFUSED_STREAM).await;
+        let (message, later) = tokio::sync::oneshot::channel();
+        let (parts, _) = unary_call().into_parts();
+        let request = http::Request::from_parts(parts, Body::new(Later(later, false)));
+        let Err(SendError::WentAway(request, _)) = connection(addr).send(request).await else {
+            panic!("a refused stream was never processed: the call is to go elsewhere");
+        };
+        message.send(Bytes::from_static(MESSAGE)).unwrap();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_endpoint_may_have_processed_is_not_sent_again() {
+        let addr = resetting_endpoint(h2::Reason::INTERNAL_ERROR).await;
+        let outcome = connection(addr).send(unary_call()).await;
+        assert!(matches!(outcome, Err(SendError::Failed(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_body_kept_in_several_chunks_is_sent_again_whole_with_what_had_yet_to_come() {
+        let mut sent = SentBody::default();
+        for chunk in [&MESSAGE[..3], &MESSAGE[3..7]] {
+            assert!(sent.push(&Bytes::copy_from_slice(chunk)));
+        }
+        // The rest had not arrived from the client yet.
+        let rest = Body::new(http_body_util::Full::new(Bytes::copy_from_slice(&MESSAGE[7..])));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let body = runtime.block_on(sent.into_body(Some(rest)).collect()).unwrap().to_bytes();
+        assert_eq!(&body[..], MESSAGE);
+        let empty = runtime.block_on(SentBody::default().into_body(None).collect()).unwrap().to_bytes();
+        assert!(empty.is_empty());
+        let mut long = SentBody::default();
+        assert!(!long.push(&Bytes::from(vec![0; MAX_KEPT_BYTES + 1])), "too long to keep");
     }
 }

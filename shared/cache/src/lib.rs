@@ -15,17 +15,23 @@
 //!   neither reads nor fills the cache until every pending key is deleted, so
 //!   an entry a write made stale cannot resurface when Redis comes back.
 //!
+//! On Redis, a few multiplexed connections taken once from the deadpool-redis
+//! pool are shared by every request (no `PING` per request, see
+//! `RedisBackend`); one that Redis closed is replaced by the request that
+//! finds it closed, which retries once and does not fail.
+//!
 //! A replica that loaded a value just before another replica's write commits
 //! can still store it; the TTL bounds how long such an entry can live.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -60,9 +66,11 @@ pub struct CacheConfig {
     #[arg(long, env = "REDIS_BACKOFF_MS", default_value_t = 1_000)]
     pub redis_backoff_ms: u64,
 
-    /// Pooled Redis connections (each is multiplexed).
-    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
-    pub redis_pool_size: usize,
+    /// Redis connections kept open and shared by every request: each is
+    /// multiplexed (pipelines concurrent commands), taken once from the
+    /// deadpool-redis pool and replaced when it fails.
+    #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2)]
+    pub redis_connections: usize,
 
     /// Entries kept by the in-process cache (used when no REDIS_URL is set).
     #[arg(long, env = "CACHE_MEMORY_CAPACITY", default_value_t = 100_000)]
@@ -77,7 +85,7 @@ impl Default for CacheConfig {
             ttl_jitter_percent: 10,
             redis_timeout_ms: 50,
             redis_backoff_ms: 1_000,
-            redis_pool_size: 8,
+            redis_connections: 2,
             memory_capacity: 100_000,
         }
     }
@@ -92,8 +100,10 @@ pub trait Cacheable: Clone + Send + Sync + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheBuildError {
-    #[error("invalid Redis configuration: {0}")]
-    Redis(#[from] deadpool_redis::CreatePoolError),
+    #[error("invalid Redis URL: {0}")]
+    RedisUrl(#[from] redis::RedisError),
+    #[error("invalid Redis pool configuration: {0}")]
+    RedisPool(#[from] deadpool_redis::BuildError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +117,170 @@ enum BackendError {
 }
 
 enum Backend {
-    Redis {
-        pool: deadpool_redis::Pool,
-        timeout: Duration,
-        backoff: Duration,
-        skip_reads_until_ms: AtomicU64,
-        epoch: Instant,
-    },
+    Redis(RedisBackend),
     Memory(moka::sync::Cache<String, Entry>),
+}
+
+/// Redis through deadpool-redis, with no round trip to Redis to take a connection.
+///
+/// deadpool-redis checks a connection each time it leaves the pool (an
+/// `UNWATCH` + `PING` pipeline), which would double the round trips of every
+/// cache hit. A multiplexed connection needs no exclusive checkout, so each
+/// one taken from the pool is kept in a slot and shared: every request clones
+/// it (a handle on the same socket) and pipelines its command with the others'.
+/// A connection that fails at the socket (Redis restarted, connection cut) is
+/// detached from the pool and the command retried once on a fresh one, so a
+/// restart between two requests costs neither of them; a command that times
+/// out also retires its connection, which a hung server may have wedged.
+struct RedisBackend {
+    pool: deadpool_redis::Pool,
+    slots: Box<[Slot]>,
+    next_slot: AtomicUsize,
+    next_lease_id: AtomicU64,
+    timeout: Duration,
+    backoff: Duration,
+    skip_reads_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// One shared connection, and a lock held only while one is taken from the pool.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Lease>>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+/// A connection taken from the pool for good (until it fails).
+struct Lease {
+    id: u64,
+    /// Cloned for each command; every clone shares the pooled connection's socket.
+    connection: MultiplexedConnection,
+    /// Holds the connection's place in the pool.
+    pooled: deadpool_redis::Connection,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Lease>> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn shared(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.lock().as_ref().map(|lease| (lease.id, lease.connection.clone()))
+    }
+}
+
+impl RedisBackend {
+    fn new(config: &CacheConfig, url: &str) -> Result<Self, CacheBuildError> {
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        let connections = config.redis_connections.max(1);
+        // Every command is bounded by `timeout` here, so redis-rs needs no timer of its own per command.
+        let connection_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(None);
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config)?;
+        // Only the shared connections come from the pool (and a spare while one is replaced).
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(connections + 1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()?;
+        Ok(Self {
+            pool,
+            slots: (0..connections).map(|_| Slot::default()).collect(),
+            next_slot: AtomicUsize::new(0),
+            next_lease_id: AtomicU64::new(0),
+            timeout,
+            backoff: Duration::from_millis(config.redis_backoff_ms),
+            skip_reads_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Runs `command` on a shared connection, within the timeout.
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, BackendError> {
+        let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut in_use = None;
+        match tokio::time::timeout(self.timeout, self.query_untimed(slot, command, &mut in_use)).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some(id) = in_use {
+                    self.retire(slot, id);
+                }
+                Err(BackendError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    async fn query_untimed<T: redis::FromRedisValue>(
+        &self,
+        slot: &Slot,
+        command: &redis::Cmd,
+        in_use: &mut Option<u64>,
+    ) -> Result<T, BackendError> {
+        let (id, mut connection) = self.connection(slot).await?;
+        *in_use = Some(id);
+        match command.query_async(&mut connection).await {
+            Err(error) if connection_lost(&error) => {
+                // Redis closed this connection (a restart, a cut): one retry on a fresh
+                // connection, which either works or fails to connect. GET, SET and DEL
+                // may run twice.
+                self.retire(slot, id);
+                let (id, mut connection) = self.connection(slot).await?;
+                *in_use = Some(id);
+                let result = command.query_async(&mut connection).await;
+                if result.as_ref().is_err_and(connection_lost) {
+                    self.retire(slot, id);
+                }
+                Ok(result?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// The slot's shared connection, taken from the pool if it has none.
+    async fn connection(&self, slot: &Slot) -> Result<(u64, MultiplexedConnection), BackendError> {
+        if let Some(shared) = slot.shared() {
+            return Ok(shared);
+        }
+        // One caller takes a connection from the pool; the others wait and share it.
+        let _refill = slot.refill.lock().await;
+        if let Some(shared) = slot.shared() {
+            return Ok(shared);
+        }
+        let pooled = self.pool.get().await?;
+        let lease = Lease {
+            id: self.next_lease_id.fetch_add(1, Ordering::Relaxed),
+            connection: MultiplexedConnection::clone(&pooled),
+            pooled,
+        };
+        let shared = (lease.id, lease.connection.clone());
+        *slot.lock() = Some(lease);
+        Ok(shared)
+    }
+
+    /// Takes the slot's connection `id` (if still there) out of the pool for good:
+    /// it is not recycled, and the next request takes a new one.
+    fn retire(&self, slot: &Slot, id: u64) {
+        let retired = {
+            let mut current = slot.lock();
+            if current.as_ref().is_some_and(|lease| lease.id == id) {
+                current.take()
+            } else {
+                None
+            }
+        };
+        // Commands still in flight on it finish (or fail) on their own clones.
+        if let Some(lease) = retired {
+            drop(deadpool_redis::Connection::take(lease.pooled));
+        }
+    }
+}
+
+/// The error says the connection is gone (closed, reset, refused): a new one may work.
+fn connection_lost(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() || error.is_unrecoverable_error()
 }
 
 #[derive(Clone)]
@@ -134,14 +300,14 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 impl Backend {
     fn name(&self) -> &'static str {
         match self {
-            Self::Redis { .. } => "redis",
+            Self::Redis(_) => "redis",
             Self::Memory(_) => "memory",
         }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, BackendError> {
         match self {
-            Self::Redis { .. } => {
+            Self::Redis(_) => {
                 let bytes: Option<Vec<u8>> = self.redis(redis::cmd("GET").arg(key)).await?;
                 Ok(bytes.map(Arc::from))
             }
@@ -151,7 +317,7 @@ impl Backend {
 
     async fn set(&self, key: &str, bytes: Vec<u8>, ttl: Duration) -> Result<(), BackendError> {
         match self {
-            Self::Redis { .. } => {
+            Self::Redis(_) => {
                 let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 self.redis::<()>(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(millis)).await
             }
@@ -170,7 +336,7 @@ impl Backend {
 
     async fn delete(&self, keys: &[String]) -> Result<(), BackendError> {
         match self {
-            Self::Redis { .. } => self.redis::<()>(redis::cmd("DEL").arg(keys)).await,
+            Self::Redis(_) => self.redis::<()>(redis::cmd("DEL").arg(keys)).await,
             Self::Memory(cache) => {
                 keys.iter().for_each(|key| cache.invalidate(key));
                 Ok(())
@@ -179,41 +345,25 @@ impl Backend {
     }
 
     async fn redis<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, BackendError> {
-        let Self::Redis { pool, timeout, .. } = self else {
+        let Self::Redis(redis) = self else {
             unreachable!("redis command on the memory backend")
         };
-        let run = async {
-            let mut connection = pool.get().await?;
-            Ok::<T, BackendError>(command.query_async(&mut connection).await?)
-        };
-        tokio::time::timeout(*timeout, run)
-            .await
-            .map_err(|_| BackendError::Timeout(*timeout))?
+        redis.query(command).await
     }
 
     /// Reads skip Redis for a moment after it failed, so a dead Redis adds no
     /// latency to every request; the database answers instead.
     fn reads_paused(&self) -> bool {
         match self {
-            Self::Redis {
-                skip_reads_until_ms,
-                epoch,
-                ..
-            } => elapsed_ms(*epoch) < skip_reads_until_ms.load(Ordering::Relaxed),
+            Self::Redis(redis) => elapsed_ms(redis.epoch) < redis.skip_reads_until_ms.load(Ordering::Relaxed),
             Self::Memory(_) => false,
         }
     }
 
     fn pause_reads(&self) {
-        if let Self::Redis {
-            skip_reads_until_ms,
-            epoch,
-            backoff,
-            ..
-        } = self
-        {
-            let until = elapsed_ms(*epoch).saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
-            skip_reads_until_ms.store(until, Ordering::Relaxed);
+        if let Self::Redis(redis) = self {
+            let until = elapsed_ms(redis.epoch).saturating_add(u64::try_from(redis.backoff.as_millis()).unwrap_or(u64::MAX));
+            redis.skip_reads_until_ms.store(until, Ordering::Relaxed);
         }
     }
 }
@@ -297,6 +447,9 @@ pub struct Cache<V> {
     ttl: Duration,
     jitter_percent: u8,
     metrics: CacheMetrics,
+    /// This cache's `hit` and `miss` counters in `metrics.lookups`, once used.
+    hit_counter: std::sync::OnceLock<Counter>,
+    miss_counter: std::sync::OnceLock<Counter>,
     error_log: RateLimitedLog,
     flights: Mutex<HashMap<String, Arc<OnceCell<Option<V>>>>>,
     pending_invalidations: Mutex<HashSet<String>>,
@@ -322,24 +475,7 @@ impl<V: Cacheable> Cache<V> {
     /// format versions never read each other's entries.
     pub fn new(config: &CacheConfig, namespace: impl Into<String>, metrics: CacheMetrics) -> Result<Self, CacheBuildError> {
         let backend = match &config.redis_url {
-            Some(url) => {
-                let timeout = Duration::from_millis(config.redis_timeout_ms);
-                let mut redis_config = deadpool_redis::Config::from_url(url.clone());
-                let mut pool_config = deadpool_redis::PoolConfig::new(config.redis_pool_size);
-                pool_config.timeouts = deadpool_redis::Timeouts {
-                    wait: Some(timeout),
-                    create: Some(timeout),
-                    recycle: Some(timeout),
-                };
-                redis_config.pool = Some(pool_config);
-                Backend::Redis {
-                    pool: redis_config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?,
-                    timeout,
-                    backoff: Duration::from_millis(config.redis_backoff_ms),
-                    skip_reads_until_ms: AtomicU64::new(0),
-                    epoch: Instant::now(),
-                }
-            }
+            Some(url) => Backend::Redis(RedisBackend::new(config, url)?),
             None => Backend::Memory(
                 moka::sync::Cache::builder()
                     .max_capacity(config.memory_capacity)
@@ -353,6 +489,8 @@ impl<V: Cacheable> Cache<V> {
             ttl: Duration::from_secs(config.ttl_secs),
             jitter_percent: config.ttl_jitter_percent,
             metrics,
+            hit_counter: std::sync::OnceLock::new(),
+            miss_counter: std::sync::OnceLock::new(),
             error_log: RateLimitedLog::new(Duration::from_secs(10)),
             flights: Mutex::new(HashMap::new()),
             pending_invalidations: Mutex::new(HashSet::new()),
@@ -534,13 +672,20 @@ impl<V: Cacheable> Cache<V> {
         self.flights.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn count_lookup(&self, result: &str) {
-        let labels = LookupLabels {
-            cache: self.namespace.to_string(),
-            backend: self.backend.name().to_owned(),
-            result: result.to_owned(),
-        };
-        self.metrics.lookups.get_or_create(&labels).inc();
+    /// Counts a `hit` or `miss`; the counter is looked up in its family once,
+    /// not on every lookup.
+    fn count_lookup(&self, result: &'static str) {
+        let counter = if result == "hit" { &self.hit_counter } else { &self.miss_counter };
+        counter
+            .get_or_init(|| {
+                let labels = LookupLabels {
+                    cache: self.namespace.to_string(),
+                    backend: self.backend.name().to_owned(),
+                    result: result.to_owned(),
+                };
+                self.metrics.lookups.get_or_create(&labels).clone()
+            })
+            .inc();
     }
 
     fn record_error(&self, operation: Operation, error: &BackendError) {

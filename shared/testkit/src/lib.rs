@@ -12,6 +12,7 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database};
 
 mod db;
+pub mod dns;
 pub mod otlp;
 pub mod pki;
 mod proxy;
@@ -19,6 +20,7 @@ mod redis_server;
 mod service_proxy;
 
 pub use db::{TestDb, assert_field_status, assert_violation};
+pub use dns::{DnsMode, DnsServer};
 pub use otlp::{OtlpReceiver, ReceivedExport, ReceivedSpan};
 pub use pki::{RawTlsConnector, TestCert, TestPki};
 pub use proxy::{FaultProxy, ProxyMode};

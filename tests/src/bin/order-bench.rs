@@ -35,7 +35,16 @@
 //!    the user service whether the user exists), then GetOrder of the prepared
 //!    orders. The order service's `/metrics` must show one attempt to the user
 //!    service per CreateOrder, no retry, no rejection, and a closed breaker;
-//! 6. reads both services' RSS, stops them with SIGTERM and prints a Markdown report.
+//! 6. **balancing**: starts `--replicas - 1` more user-service replicas (the
+//!    same database) and a second order service pointed at all of them (a
+//!    comma-separated `--user-service-addr`), then measures CreateOrder through
+//!    the order service pointed at one replica and through the one balancing
+//!    over all, alternating `--balance-rounds` rounds (one, all; all, one; ...).
+//!    Reports the spread of GetUser calls over the replicas (max/min), the
+//!    order services' CPU per call, and the balancer's own work per call
+//!    (`suite_balance::Pool::pick` and the lease's release, timed without a
+//!    network) as a share of the balancing order service's CPU per call;
+//! 7. reads the services' RSS, stops them with SIGTERM and prints a Markdown report.
 //!
 //! Every phase reports CPU time per request of the services and of the load
 //! generator over its window, and the CPU time the rest of the machine used.
@@ -67,7 +76,7 @@ use suite_proto::suite::user::v1 as user_pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_tests::bench::cpu::CpuClock;
 use suite_tests::bench::format::{Target, describe, kib_to_mb, percent, targets_table, thousands};
-use suite_tests::bench::load::{Call, PhaseResult, run_load};
+use suite_tests::bench::load::{Call, PhaseResult, cpu_us_per, run_load};
 use suite_tests::bench::metrics::{self, scrape};
 use suite_tests::bench::pki::{DevPki, Dialer};
 use suite_tests::bench::process::{ServerProcess, sibling_binary};
@@ -76,6 +85,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The client stack may cost at most this share of a bare client's GetUser throughput.
 const TARGET_MAX_STACK_OVERHEAD_PERCENT: f64 = 5.0;
+/// The balancer's own work per call, as a share of the calling service's CPU per call.
+const TARGET_MAX_BALANCER_CPU_PERCENT: f64 = 2.0;
+/// GetUser calls served by the busiest replica over those served by the idlest.
+const TARGET_MAX_SPREAD: f64 = 1.3;
 
 const USER_SERVICE: &str = "user-service";
 const ORDER_SERVICE: &str = "order-service";
@@ -130,6 +143,15 @@ struct Args {
     /// The services' `--log-filter`.
     #[arg(long, default_value = "warn")]
     server_log_filter: String,
+
+    /// User-service replicas the balancing order service spreads its calls over.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
+    replicas: u32,
+
+    /// Rounds of each balancing variant (one replica, all replicas; all, one; ...),
+    /// each `--stack-seconds` long after `--stack-warmup-ms`.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    balance_rounds: u32,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -212,6 +234,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     order.ensure_running(&get)?;
     drop(channels);
 
+    let balancing = measure_balancing(&args, &pki, run_dir.path(), (&mut user, &mut order), &user_id).await?;
+
     let end_to_end = EndToEnd {
         create,
         create_calls_issued: issued.load(Ordering::Relaxed),
@@ -226,6 +250,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         client_workers: tokio::runtime::Handle::current().metrics().num_workers(),
         stack,
         end_to_end,
+        balancing: balancing.finish()?,
     };
     conclude(&report.render(), &report.failures(), report.targets_met(), &args.load)
 }
@@ -696,6 +721,205 @@ impl UserServiceCalls {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Balancing over user-service replicas
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BalanceVariant {
+    /// The end-to-end order service, pointed at the first replica only.
+    One,
+    /// A second order service pointed at every replica.
+    All,
+}
+
+impl BalanceVariant {
+    fn label(self, replicas: u32) -> String {
+        match self {
+            Self::One => "1".to_owned(),
+            Self::All => format!("{replicas}, balanced"),
+        }
+    }
+}
+
+/// The balancer's own work per call, without a network: a pick among the
+/// replicas' endpoints and the lease's release.
+struct IsolatedPick;
+
+impl IsolatedPick {
+    const ROUNDS: usize = 9;
+    const PICKS_PER_ROUND: u32 = 1_000_000;
+
+    fn measure(replicas: u32) -> Duration {
+        let endpoints = (0..replicas).map(|index| SocketAddr::from(([127, 0, 0, 2], 50_000 + index as u16)));
+        let pool = suite_balance::Pool::new(suite_discovery::Endpoints::fixed(endpoints), |addr| addr, |_| {});
+        let mut rounds: Vec<Duration> = (0..Self::ROUNDS)
+            .map(|_| {
+                let started = Instant::now();
+                for _ in 0..Self::PICKS_PER_ROUND {
+                    std::hint::black_box(pool.pick(None));
+                }
+                started.elapsed() / Self::PICKS_PER_ROUND
+            })
+            .collect();
+        rounds.sort();
+        rounds[rounds.len() / 2]
+    }
+}
+
+struct Balancing {
+    rounds: Vec<(BalanceVariant, PhaseResult)>,
+    /// GetUser calls each replica served during the balanced rounds.
+    served: Vec<u64>,
+    pick: Duration,
+    services: Vec<Service>,
+}
+
+/// While measuring: the extra processes, stopped by [`BalancingRun::finish`].
+struct BalancingRun {
+    rounds: Vec<(BalanceVariant, PhaseResult)>,
+    served: Vec<u64>,
+    pick: Duration,
+    processes: Vec<ServerProcess>,
+}
+
+impl BalancingRun {
+    fn finish(self) -> anyhow::Result<Balancing> {
+        Ok(Balancing {
+            rounds: self.rounds,
+            served: self.served,
+            pick: self.pick,
+            services: self.processes.into_iter().map(Service::finish).collect::<anyhow::Result<_>>()?,
+        })
+    }
+}
+
+impl Balancing {
+    fn spread(&self) -> f64 {
+        let max = self.served.iter().copied().max().unwrap_or(0) as f64;
+        let min = self.served.iter().copied().min().unwrap_or(0) as f64;
+        if min > 0.0 { max / min } else { f64::INFINITY }
+    }
+
+    /// The called order service's CPU per CreateOrder over every round of `variant`.
+    fn order_cpu_us(&self, variant: BalanceVariant) -> f64 {
+        let (cpu, requests) = self
+            .rounds
+            .iter()
+            .filter(|(measured, _)| *measured == variant)
+            .fold((Duration::ZERO, 0_u64), |(cpu, requests), (_, result)| {
+                (cpu + result.server_cpu, requests + result.requests)
+            });
+        cpu_us_per(cpu, requests)
+    }
+
+    fn balancer_cpu_percent(&self) -> f64 {
+        percent(self.pick.as_secs_f64() * 1e6, self.order_cpu_us(BalanceVariant::All))
+    }
+}
+
+/// GetUser calls a user replica has answered, from its `/metrics`.
+async fn get_user_served(admin_addr: SocketAddr) -> anyhow::Result<u64> {
+    let text = scrape(admin_addr).await?;
+    metrics::sum(&text, "rpc_server_call_duration_seconds_count", &[("rpc_method", "GetUser")])
+}
+
+async fn measure_balancing(
+    args: &Args,
+    pki: &DevPki,
+    run_dir: &Path,
+    (first_user, one_replica_order): (&mut ServerProcess, &mut ServerProcess),
+    user_id: &str,
+) -> anyhow::Result<BalancingRun> {
+    let user_bin = sibling_binary(args.user_service_bin.as_deref(), USER_SERVICE)?;
+    let order_bin = sibling_binary(args.order_service_bin.as_deref(), ORDER_SERVICE)?;
+    let to_user = |addr| Dialer::new(addr, Some(pki.connector(OPERATOR_NAME, USER_SERVICE)?));
+    let mut processes = Vec::new();
+    let mut user_addrs = vec![(first_user.grpc_addr, first_user.admin_addr)];
+    // The same data directory or database as the first replica: every replica knows the user.
+    for _ in 1..args.replicas {
+        let mut replica = start_service(USER_SERVICE, &user_bin, args, pki, run_dir, |command| {
+            if let Some(url) = &args.user_database_url {
+                command.env("DATABASE_URL", url);
+            }
+            if let Some(url) = &args.redis_url {
+                command.arg("--redis-url").arg(url);
+            }
+        })?;
+        replica.wait_until_serving(&to_user(replica.grpc_addr)?).await?;
+        user_addrs.push((replica.grpc_addr, replica.admin_addr));
+        processes.push(replica);
+    }
+    let all_replicas = user_addrs.iter().map(|(grpc, _)| grpc.to_string()).collect::<Vec<_>>().join(",");
+    let balanced_dir = run_dir.join("balanced");
+    std::fs::create_dir_all(&balanced_dir)?;
+    let mut balanced = start_service(ORDER_SERVICE, &order_bin, args, pki, &balanced_dir, |command| {
+        command.arg("--user-service-addr").arg(&all_replicas);
+        if let Some(url) = &args.order_database_url {
+            command.env("DATABASE_URL", url);
+        }
+    })?;
+    let to_balanced = Dialer::new(balanced.grpc_addr, Some(pki.connector(OPERATOR_NAME, ORDER_SERVICE)?))?;
+    balanced.wait_until_serving(&to_balanced).await?;
+    let to_one = Dialer::new(one_replica_order.grpc_addr, Some(pki.connector(OPERATOR_NAME, ORDER_SERVICE)?))?;
+
+    eprintln!(
+        "order-bench: balancing: {} rounds of CreateOrder through an order service calling 1 and {} user replicas",
+        args.balance_rounds, args.replicas
+    );
+    let pick = IsolatedPick::measure(args.replicas);
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut rounds = Vec::new();
+    let mut served = vec![0_u64; user_addrs.len()];
+    for round in 0..args.balance_rounds {
+        let order = if round % 2 == 0 {
+            [BalanceVariant::One, BalanceVariant::All]
+        } else {
+            [BalanceVariant::All, BalanceVariant::One]
+        };
+        for variant in order {
+            let (dialer, process) = match variant {
+                BalanceVariant::One => (&to_one, &mut *one_replica_order),
+                BalanceVariant::All => (&to_balanced, &mut balanced),
+            };
+            let channels = dialer.connect_many(args.load.connections).await?;
+            let calls = (0..args.load.concurrency as usize)
+                .map(|slot| CreateOrderCall {
+                    client: OrderServiceClient::new(channels[slot % channels.len()].clone()),
+                    user_id: user_id.to_owned(),
+                    key_prefix: format!("balance-{}-{slot}", unix_nanos()),
+                    issued: issued.clone(),
+                })
+                .collect();
+            let mut before = Vec::new();
+            for (_, admin) in &user_addrs {
+                before.push(get_user_served(*admin).await?);
+            }
+            let result = run_load(
+                calls,
+                CpuClock::new(vec![process.pid()]),
+                Duration::from_millis(args.stack_warmup_ms),
+                Duration::from_secs(args.stack_seconds),
+                None,
+            )
+            .await?;
+            process.ensure_running(&result)?;
+            if variant == BalanceVariant::All {
+                for (index, (_, admin)) in user_addrs.iter().enumerate() {
+                    served[index] += get_user_served(*admin).await?.saturating_sub(before[index]);
+                }
+            }
+            rounds.push((variant, result));
+        }
+    }
+    processes.push(balanced);
+    Ok(BalancingRun {
+        rounds,
+        served,
+        pick,
+        processes,
+    })
+}
+
 /// A service's RSS after load and how it stopped.
 struct Service {
     name: String,
@@ -737,16 +961,30 @@ struct Report<'a> {
     client_workers: usize,
     stack: StackOverhead,
     end_to_end: EndToEnd,
+    balancing: Balancing,
 }
 
 impl Report<'_> {
     fn targets(&self) -> Vec<Target> {
         let overhead = self.stack.overhead_percent();
-        vec![Target {
-            name: format!("client stack costs < {TARGET_MAX_STACK_OVERHEAD_PERCENT}% of a bare tonic client's GetUser throughput"),
-            measured: format!("{overhead:.1}%"),
-            met: overhead < TARGET_MAX_STACK_OVERHEAD_PERCENT,
-        }]
+        let (balancer, spread) = (self.balancing.balancer_cpu_percent(), self.balancing.spread());
+        vec![
+            Target {
+                name: format!("client stack costs < {TARGET_MAX_STACK_OVERHEAD_PERCENT}% of a bare tonic client's GetUser throughput"),
+                measured: format!("{overhead:.1}%"),
+                met: overhead < TARGET_MAX_STACK_OVERHEAD_PERCENT,
+            },
+            Target {
+                name: format!("the balancer's own CPU per call < {TARGET_MAX_BALANCER_CPU_PERCENT}% of the order service's"),
+                measured: format!("{balancer:.3}%"),
+                met: balancer < TARGET_MAX_BALANCER_CPU_PERCENT,
+            },
+            Target {
+                name: format!("GetUser calls per replica, busiest / idlest < {TARGET_MAX_SPREAD}"),
+                measured: format!("{spread:.2}"),
+                met: spread < TARGET_MAX_SPREAD,
+            },
+        ]
     }
 
     fn targets_met(&self) -> bool {
@@ -756,7 +994,12 @@ impl Report<'_> {
     /// Whatever makes the figures invalid.
     fn failures(&self) -> Vec<String> {
         let (stack, e2e) = (&self.stack, &self.end_to_end);
-        let phases = stack.rounds.iter().map(|(_, result)| result).chain([&e2e.create, &e2e.get]);
+        let phases = stack
+            .rounds
+            .iter()
+            .map(|(_, result)| result)
+            .chain([&e2e.create, &e2e.get])
+            .chain(self.balancing.rounds.iter().map(|(_, result)| result));
         let mut failures = Vec::new();
         let failed: u64 = phases.clone().map(|phase| phase.errors).sum();
         if failed > 0 {
@@ -781,6 +1024,9 @@ impl Report<'_> {
         if !e2e.breaker_closed {
             failures.push("the order service's breaker for the user service is not closed".to_owned());
         }
+        if self.balancing.served.contains(&0) {
+            failures.push(format!("a user replica served no GetUser call: {:?}", self.balancing.served));
+        }
         failures
     }
 
@@ -788,6 +1034,7 @@ impl Report<'_> {
         let mut out = String::new();
         self.render_stack(&mut out);
         self.render_end_to_end(&mut out);
+        self.render_balancing(&mut out);
         self.render_target(&mut out);
         out
     }
@@ -950,6 +1197,83 @@ impl Report<'_> {
         for (endpoint, result) in [(CREATE_ORDER_ENDPOINT, &e2e.create), (GET_ORDER_ENDPOINT, &e2e.get)] {
             if let Some(error) = &result.first_error {
                 let _ = writeln!(out, "- **{} {endpoint} calls failed**; first: {error}", result.errors);
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    fn render_balancing(&self, out: &mut String) {
+        let (args, balancing) = (self.args, &self.balancing);
+        let _ = writeln!(
+            out,
+            "## Balancing: CreateOrder through an order service pointed at one user replica or at {}\n",
+            args.replicas
+        );
+        let _ = writeln!(
+            out,
+            "Two order services side by side, one with `--user-service-addr` naming one user replica, one naming all {} \
+             (comma-separated: each GetUser goes to the less busy of two replicas). The load generator calls them in turn as in \
+             the end-to-end phase, {} rounds of each ({} ms warm-up + {} s measured), one first in odd rounds and all first in \
+             even ones. {}. Server CPU is the called order service's alone.\n",
+            args.replicas,
+            args.balance_rounds,
+            args.stack_warmup_ms,
+            args.stack_seconds,
+            self.setting()
+        );
+        phase_table_header(out, "round | user replicas");
+        for (index, (variant, result)) in balancing.rounds.iter().enumerate() {
+            phase_row(out, &format!("{} | {}", index / 2 + 1, variant.label(args.replicas)), result);
+        }
+        let _ = writeln!(out);
+        let served: Vec<String> = balancing.served.iter().map(|count| thousands(*count as f64)).collect();
+        let _ = writeln!(
+            out,
+            "- GetUser calls each replica served while the balancing order service was under load (warm-up included): {}; \
+             busiest / idlest **{:.2}** (target < {TARGET_MAX_SPREAD})",
+            served.join(", "),
+            balancing.spread()
+        );
+        let (one, all) = (
+            balancing.order_cpu_us(BalanceVariant::One),
+            balancing.order_cpu_us(BalanceVariant::All),
+        );
+        let _ = writeln!(
+            out,
+            "- order service CPU per CreateOrder: {one:.1} µs calling one replica, {all:.1} µs balancing over {} ({:+.1}%, \
+             10 ms CPU clock ticks and the machine's noise included)",
+            args.replicas,
+            percent(all - one, one)
+        );
+        let _ = writeln!(
+            out,
+            "- the balancer's own work without a network (pick of {} endpoints and the lease's release; median of {} rounds of \
+             {} picks): **{} ns** per call, **{:.3}%** of the balancing order service's {all:.1} µs of CPU per CreateOrder \
+             (target < {TARGET_MAX_BALANCER_CPU_PERCENT}%)",
+            args.replicas,
+            IsolatedPick::ROUNDS,
+            thousands(f64::from(IsolatedPick::PICKS_PER_ROUND)),
+            balancing.pick.as_nanos(),
+            balancing.balancer_cpu_percent()
+        );
+        for service in &balancing.services {
+            let _ = writeln!(
+                out,
+                "- {} (pid {}): RSS after load {:.1} MB; after SIGTERM {}",
+                service.name,
+                service.pid,
+                kib_to_mb(service.loaded_rss_kib),
+                service.exit
+            );
+        }
+        for (variant, result) in &balancing.rounds {
+            if let Some(error) = &result.first_error {
+                let _ = writeln!(
+                    out,
+                    "- **{} calls failed ({})**; first: {error}",
+                    result.errors,
+                    variant.label(args.replicas)
+                );
             }
         }
         let _ = writeln!(out);

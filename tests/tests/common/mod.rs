@@ -316,3 +316,62 @@ pub fn grpcurl_fails(grpcurl: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&stderr).into_owned()
 }
+
+/// A port free on every one of `ips` (each a loopback address): replicas of one
+/// service behind a DNS name listen on the same port at different addresses.
+pub fn free_port_on(ips: &[std::net::Ipv4Addr]) -> u16 {
+    for _ in 0..100 {
+        let port = free_addr().port();
+        let free = ips
+            .iter()
+            .all(|ip| std::net::TcpListener::bind(SocketAddr::from((*ip, port))).is_ok());
+        if free {
+            return port;
+        }
+    }
+    panic!("no port is free on all of {ips:?}");
+}
+
+/// `command` run in a mount namespace of its own in which `/etc/resolv.conf` is
+/// `resolv_conf` (a bind mount), so that the process's system resolver asks the
+/// test's DNS server while the rest of the machine is untouched. Needs `unshare`
+/// (util-linux) and CAP_SYS_ADMIN; `exec` keeps the process id, so signals reach
+/// the program itself. The environment, arguments and directory are carried
+/// over; stdio is the caller's to set on the result.
+pub fn in_mount_namespace(command: &Command, resolv_conf: &Path) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(resolv_conf)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
+/// Whether [`in_mount_namespace`] can work here (root, `unshare` present and permitted).
+pub fn mount_namespaces_work() -> Result<(), String> {
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind /dev/null /etc/resolv.conf")
+        .output()
+        .map_err(|error| format!("cannot run unshare: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unshare --mount with a bind mount failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
