@@ -21,12 +21,11 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{DevCerts, Server, free_addr};
+use common::{DevCerts, Server, free_addr, free_port_on};
 use suite_proto::suite::order::v1 as order_pb;
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
@@ -49,21 +48,6 @@ const ORDER_SERVICE: &str = "suite.order.v1.OrderService";
 
 fn loopback(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
-}
-
-/// A port free on every one of `ips`: the replicas of one service listen on the
-/// same port at different addresses, as pods behind a headless Service do.
-fn shared_port(ips: &[Ipv4Addr]) -> u16 {
-    for _ in 0..100 {
-        let port = free_addr().port();
-        if ips
-            .iter()
-            .all(|ip| std::net::TcpListener::bind(SocketAddr::from((*ip, port))).is_ok())
-        {
-            return port;
-        }
-    }
-    panic!("no port is free on all of {ips:?}");
 }
 
 /// `ips` on `port` as a routes file's `address`: "host:port,host:port,...".
@@ -414,7 +398,7 @@ async fn calls_through_the_gateway_spread_over_every_replica_of_each_upstream() 
     let certs = DevCerts::issue();
     let data = tempfile::tempdir().unwrap();
     let ips = [loopback(2), loopback(3), loopback(4)];
-    let (user_port, order_port) = (shared_port(&ips), shared_port(&ips));
+    let (user_port, order_port) = (free_port_on(&ips), free_port_on(&ips));
     let user_addresses = address_list(&ips, user_port);
     let order_addresses = address_list(&ips, order_port);
     let users_start = start_replicas("user-service", &ips, user_port, &certs, data.path(), &users_db.url, &[]);
@@ -472,7 +456,7 @@ async fn a_user_replica_stopped_under_load_through_the_gateway_costs_no_call() {
     let certs = DevCerts::issue();
     let data = tempfile::tempdir().unwrap();
     let ips = [loopback(2), loopback(3), loopback(4)];
-    let (user_port, order_port) = (shared_port(&ips), shared_port(&ips));
+    let (user_port, order_port) = (free_port_on(&ips), free_port_on(&ips));
     let user_addresses = address_list(&ips, user_port);
     let order_addresses = address_list(&ips, order_port);
     let users_start = start_replicas("user-service", &ips, user_port, &certs, data.path(), &users_db.url, &[]);
@@ -536,7 +520,7 @@ async fn an_endpoint_presenting_another_identity_is_refused_at_no_cost() {
     let certs = DevCerts::issue();
     let data = tempfile::tempdir().unwrap();
     let (good, impostor_ip) = ([loopback(2), loopback(3)], loopback(5));
-    let port = shared_port(&[good[0], good[1], impostor_ip]);
+    let port = free_port_on(&[good[0], good[1], impostor_ip]);
     let replicas_start = start_replicas("user-service", &good, port, &certs, data.path(), &users_db.url, &[]);
 
     // The user service's binary and policy, the order service's certificate.
@@ -554,9 +538,17 @@ async fn an_endpoint_presenting_another_identity_is_refused_at_no_cost() {
     command
         .env("TLS_CERT", certs.path("order-service.pem"))
         .env("TLS_KEY", certs.path("order-service-key.pem"))
-        .args(["--log-filter", "warn"])
-        .stdout(Stdio::null());
-    let impostor_start = Server::spawn("user-service", command, impostor_grpc, impostor_admin, certs.clone());
+        .args(["--log-filter", "warn"]);
+    let impostor_log = impostor_dir.join("user-service.log");
+    command.stdout(std::fs::File::create(&impostor_log).unwrap());
+    let impostor_start = Server::spawn_logging_to(
+        "user-service",
+        command,
+        impostor_grpc,
+        impostor_admin,
+        certs.clone(),
+        Some(impostor_log),
+    );
 
     // The order upstream is never called here.
     let user_addresses = address_list(&[good[0], impostor_ip, good[1]], port);

@@ -225,8 +225,8 @@ impl Server {
         Self::spawn_logging_to(name, command, grpc, admin, certs, None).await
     }
 
-    /// [`Self::spawn`] for a `command` whose stdout goes to the file `log`.
-    async fn spawn_logging_to(
+    /// [`Self::spawn`] for a `command` whose stdout goes to the file `log`, which a failed start-up shows.
+    pub async fn spawn_logging_to(
         name: &'static str,
         mut command: Command,
         grpc: SocketAddr,
