@@ -68,8 +68,9 @@ pub struct CacheConfig {
 
     /// Redis connections kept open and shared by every request: each is
     /// multiplexed (pipelines concurrent commands), taken once from the
-    /// deadpool-redis pool and replaced when it fails.
-    #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 2)]
+    /// deadpool-redis pool and replaced when it fails. One batches the most
+    /// commands per write and read; more can help a process with many cores.
+    #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 1)]
     pub redis_connections: usize,
 
     /// Entries kept by the in-process cache (used when no REDIS_URL is set).
@@ -85,7 +86,7 @@ impl Default for CacheConfig {
             ttl_jitter_percent: 10,
             redis_timeout_ms: 50,
             redis_backoff_ms: 1_000,
-            redis_connections: 2,
+            redis_connections: 1,
             memory_capacity: 100_000,
         }
     }
