@@ -170,6 +170,25 @@ async fn bad_tokens_are_unauthenticated_and_reach_no_upstream() {
             Some(with_claims(&|claims| drop(claims.as_object_mut().unwrap().remove("exp")))),
         ),
         ("oversized", Some(oversized)),
+        // Time claims that are not integers of seconds: refused, never read as absent.
+        (
+            "nbf a string",
+            Some(with_claims(&|claims| claims["nbf"] = serde_json::json!((now() + 3600).to_string()))),
+        ),
+        ("nbf null", Some(with_claims(&|claims| claims["nbf"] = serde_json::Value::Null))),
+        (
+            "exp a string",
+            Some(with_claims(&|claims| claims["exp"] = serde_json::json!((now() + 3600).to_string()))),
+        ),
+        (
+            "exp a fraction",
+            Some(with_claims(&|claims| claims["exp"] = serde_json::json!(now() as f64 + 3600.5))),
+        ),
+        ("exp negative", Some(with_claims(&|claims| claims["exp"] = serde_json::json!(-1)))),
+        (
+            "iat a string",
+            Some(with_claims(&|claims| claims["iat"] = serde_json::json!("yesterday"))),
+        ),
     ];
     for (name, token) in cases {
         let mut request = tonic::Request::new(user_pb::GetUserRequest { id: user_id.clone() });
@@ -211,11 +230,33 @@ async fn bad_tokens_are_unauthenticated_and_reach_no_upstream() {
         "audience",
         "oversized",
         "algorithm",
+        "claims",
     ] {
         assert!(
             metrics.contains(&format!("gateway_auth_failures_total{{reason=\"{reason}\"}}")),
             "no {reason} failures counted:\n{metrics}"
         );
+    }
+}
+
+/// A token whose `exp` is the largest integer a claim can hold is valid until
+/// then: verified once and then served from the token cache, whose expiry check
+/// adds the leeway without overflowing.
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_is_accepted_every_time() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let user_id = admin_creates_user(&gateway, "forever@example.com").await;
+    let mut forever = claims(&user_id, &[]);
+    forever["exp"] = serde_json::json!(u64::MAX);
+    let token = gateway.keys.sign(Algorithm::ES256, forever);
+    for attempt in 0..3 {
+        let reply = gateway
+            .users()
+            .get_user(with_token(user_pb::GetUserRequest { id: user_id.clone() }, &token))
+            .await
+            .unwrap_or_else(|status| panic!("attempt {attempt}: {status:?}"));
+        assert_eq!(reply.into_inner().user.unwrap().id, user_id);
     }
 }
 

@@ -93,12 +93,26 @@ pub enum AuthConfigError {
     Load(String),
 }
 
+/// The claims the gateway reads. The time claims must be JSON integers of
+/// seconds when present: jsonwebtoken skips a not-before check whose value it
+/// cannot read, so a string `nbf` would otherwise pass as "no nbf".
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    /// Read only to refuse a token whose `nbf` is not a number; jsonwebtoken checks its value.
+    #[serde(rename = "nbf", default, deserialize_with = "numeric_date")]
+    _nbf: Option<u64>,
+    /// Read only to refuse a token whose `iat` is not a number.
+    #[serde(rename = "iat", default, deserialize_with = "numeric_date")]
+    _iat: Option<u64>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A present time claim: a non-negative integer, never null, a string or a fraction.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// Verifies bearer tokens; cheap to share behind an `Arc`.
@@ -218,7 +232,8 @@ impl Authenticator {
         if let Some(cache) = &self.cache
             && let Some(verified) = cache.get(&cache_key)
         {
-            if verified.expires_at + self.leeway.as_secs() > unix_now() {
+            // Saturating: a token may carry any exp up to u64::MAX.
+            if verified.expires_at.saturating_add(self.leeway.as_secs()) > unix_now() {
                 return Ok(verified);
             }
             cache.invalidate(&cache_key);
