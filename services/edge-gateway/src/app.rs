@@ -86,11 +86,16 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     let authenticator = Authenticator::from_config(&config.auth, metrics.clone())
         .await
         .map_err(|error| usage(&error))?;
+    let routes = routes.with_known_methods(suite_grpc::method_paths(suite_proto::FILE_DESCRIPTOR_SET));
     let routed: HashSet<&str> = routes.services().collect();
     let (descriptors, undescribed) =
         crate::descriptors::routed(suite_proto::FILE_DESCRIPTOR_SET, &routed).context("the built-in descriptor set is corrupt")?;
     if !undescribed.is_empty() {
-        tracing::warn!(services = ?undescribed, "routed services without descriptors: reflection at the gateway will not list them");
+        tracing::warn!(
+            services = ?undescribed,
+            "routed services without descriptors: reflection at the gateway will not list them, and any method name \
+             that is a protobuf identifier is forwarded to them"
+        );
     }
     // Reflection needs the bytes for the life of the process.
     let descriptors: &'static [u8] = Box::leak(descriptors.into_boxed_slice());

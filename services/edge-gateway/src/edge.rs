@@ -159,10 +159,7 @@ impl EdgeConfig {
                 Err(never) => match never {},
             });
         }
-        let upstream = self
-            .routes
-            .upstream_for(service)
-            .ok_or_else(|| GatewayError::UnknownService { path: path.clone() })?;
+        let upstream = self.routes.route(&path).ok_or(GatewayError::UnknownMethod)?;
         self.proxy.forward(upstream, request, received_at).await
     }
 }

@@ -13,8 +13,9 @@ pub enum GatewayError {
     Unauthenticated(AuthFailure),
     #[error("rate limited; retry after {retry_after:?}")]
     RateLimited { retry_after: Duration },
-    #[error("no route for {path}")]
-    UnknownService { path: String },
+    /// No routed service has the method (or the path is not `/package.Service/Method`).
+    #[error("unknown method")]
+    UnknownMethod,
     #[error("upstream {upstream} is unavailable: {detail}")]
     UpstreamUnavailable { upstream: &'static str, detail: String },
     /// The client stack refused the call locally (breaker open, bulkhead full).
@@ -52,7 +53,8 @@ impl From<GatewayError> for Status {
                 }
                 status
             }
-            GatewayError::UnknownService { path } => Status::unimplemented(format!("no route for {path}")),
+            // The client's path is not echoed back: it may be anything.
+            GatewayError::UnknownMethod => Status::unimplemented("unknown method"),
             GatewayError::UpstreamUnavailable { upstream, .. } => Status::unavailable(format!("{upstream} is unavailable; retry later")),
             GatewayError::UpstreamRefused { status, .. } => status,
             GatewayError::MessageTooLarge { size, limit } => {

@@ -26,7 +26,7 @@
 //! per upstream: they protect the gateway and the service as a whole, while an
 //! endpoint that cannot be reached is set aside by the pool, per endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use prometheus_client::registry::Registry;
 use suite_balance::Pool;
 use suite_discovery::Endpoints;
 use suite_grpc::client::{BreakerConfig, ClientMetrics, DependencyConfig, Dial, Resilience, UpstreamAddress};
+use suite_grpc::split_method_path;
 use suite_tls::SpiffeId;
 
 use crate::upstream::UpstreamConnection;
@@ -197,10 +198,13 @@ pub struct Upstream {
     pub pool: Pool<UpstreamConnection>,
 }
 
-/// Service name -> upstream.
+/// Service name -> upstream, and the methods each routed service has.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_service: HashMap<String, Upstream>,
+    /// The methods of every routed service a descriptor set describes. A path
+    /// naming another method of such a service is never forwarded.
+    methods: HashMap<String, HashSet<String>>,
 }
 
 impl RouteTable {
@@ -239,17 +243,50 @@ impl RouteTable {
                 by_service.insert(service.clone(), upstream.clone());
             }
         }
-        Ok(Self { by_service })
+        Ok(Self {
+            by_service,
+            methods: HashMap::new(),
+        })
     }
 
-    /// The upstream serving the service of `path` (`/package.Service/Method`).
-    pub fn upstream_for(&self, service: &str) -> Option<&Upstream> {
-        self.by_service.get(service)
+    /// Restricts each routed service that `method_paths` (`/package.Service/Method`,
+    /// from the descriptor sets) describes to the methods listed there.
+    pub fn with_known_methods(mut self, method_paths: impl IntoIterator<Item = String>) -> Self {
+        for path in method_paths {
+            if let Some((service, method)) = split_method_path(&path)
+                && self.by_service.contains_key(service)
+            {
+                self.methods.entry(service.to_owned()).or_default().insert(method.to_owned());
+            }
+        }
+        self
+    }
+
+    /// The upstream that serves `path` (`/package.Service/Method`), or `None`
+    /// when no upstream serves it: the service is not routed, the method is not
+    /// one of a described service's, or (for a service no descriptor describes)
+    /// the method is not a protobuf identifier. So an encoded, dotted or
+    /// slashed method name never reaches an upstream.
+    pub fn route(&self, path: &str) -> Option<&Upstream> {
+        let (service, method) = split_method_path(path)?;
+        let upstream = self.by_service.get(service)?;
+        let known = match self.methods.get(service) {
+            Some(methods) => methods.contains(method),
+            None => is_identifier(method),
+        };
+        known.then_some(upstream)
     }
 
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.by_service.keys().map(String::as_str)
     }
+}
+
+/// A protobuf identifier: a letter or `_`, then letters, digits and `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 #[cfg(test)]
@@ -281,6 +318,43 @@ mod tests {
             upstream.identity(Some(&own)).unwrap().unwrap().to_string(),
             "spiffe://suite.local/ns/prod/sa/user-service"
         );
+    }
+
+    #[tokio::test]
+    async fn routes_only_the_methods_a_routed_service_has() {
+        let config = RoutesConfig::from_toml(
+            r#"
+            [[upstreams]]
+            name = "user-service"
+            address = "127.0.0.1:1"
+            services = ["suite.user.v1.UserService", "acme.v1.Undescribed"]
+            "#,
+        )
+        .unwrap();
+        let table = RouteTable::build(&config, &mut Registry::default(), Duration::from_secs(30), |_| Ok(Dial::Plaintext))
+            .unwrap()
+            .with_known_methods(suite_grpc::method_paths(suite_proto::FILE_DESCRIPTOR_SET));
+        let routed = |path: &str| table.route(path).map(|upstream| upstream.name);
+        assert_eq!(routed("/suite.user.v1.UserService/GetUser"), Some("user-service"));
+        assert_eq!(routed("/acme.v1.Undescribed/Anything_2"), Some("user-service"));
+        for refused in [
+            "/suite.user.v1.UserService/NoSuchMethod",
+            "/suite.user.v1.UserService/../x",
+            "/suite.user.v1.UserService/Get%55ser",
+            "/suite.user.v1.UserService/GetUser/",
+            "/suite.user.v1.UserService/GetUser/x",
+            "/suite.user.v1.UserService/",
+            "/suite.user.v1.UserService",
+            "/suite.order.v1.OrderService/GetOrder",
+            "/acme.v1.Undescribed/../x",
+            "/acme.v1.Undescribed/Do%20It",
+            "/acme.v1.Undescribed/9lives",
+            "/acme.v1.Undescribed/",
+            "",
+            "/",
+        ] {
+            assert_eq!(routed(refused), None, "{refused:?}");
+        }
     }
 
     #[test]

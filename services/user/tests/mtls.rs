@@ -223,6 +223,41 @@ async fn identities_are_authorized_per_method() {
     app.stop().await;
 }
 
+/// A denial a gateway relays to its end users names no identity: only workloads
+/// calling directly (an operator's grpcurl, another service) learn who was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_to_an_end_user_gateway_names_no_identity() {
+    let pki = TestPki::new();
+    let db = TestDb::sqlite();
+    // Top-level keys come before the first table.
+    let policy = format!(
+        "end_user_gateways = [\"spiffe://suite.test/ns/test/sa/edge-gateway\"]\n{POLICY}\n\
+         [[allow]]\ncallers = [\"spiffe://suite.test/ns/test/sa/edge-gateway\"]\nmethods = [\"suite.user.v1.UserService/GetUser\"]\n"
+    );
+    let policy_path = pki.dir.path().join("gateway-authz.toml");
+    std::fs::write(&policy_path, policy).unwrap();
+    let (app, _) = secure_app(&pki, &db, |security| security.authz_policy = Some(policy_path)).await;
+    let user = app.create("relayed@example.com", "Relayed").await;
+
+    let gateway_channel = suite_grpc::client::connect_mtls(app.grpc_addr, pki.connector(&pki.service("edge-gateway"), "user-service"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(pb::DeleteUserRequest {
+        id: user.id.clone(),
+        version: None,
+    });
+    request.metadata_mut().insert("x-suite-subject", user.id.parse().unwrap());
+    let denied = UserServiceClient::new(gateway_channel).delete_user(request).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(denied.message(), "permission denied");
+    assert_eq!(
+        app.get(&user.id).await.unwrap().version,
+        user.version,
+        "a denied call changes nothing"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_refuses_a_server_with_another_identity() {
     let pki = TestPki::new();

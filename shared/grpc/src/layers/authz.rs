@@ -83,7 +83,13 @@ where
                     method = path,
                     "permission denied: the authorization policy does not allow this caller this method"
                 );
-                tonic::Status::permission_denied(format!("{} is not allowed to call {path} on {}", identity.caller, identity.server))
+                if policy.vouches_for_end_users(&identity.caller) {
+                    // A gateway relays this to an end user, who has no business learning
+                    // the suite's identities; the log above has them.
+                    tonic::Status::permission_denied("permission denied")
+                } else {
+                    tonic::Status::permission_denied(format!("{} is not allowed to call {path} on {}", identity.caller, identity.server))
+                }
             }
             // Unreachable while the handshake requires a certificate; refuse rather than assume.
             None => tonic::Status::unauthenticated("no verified client certificate on this connection"),
