@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A request that does not decode is the caller's fault: INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::SuiteCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

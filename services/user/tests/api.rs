@@ -23,6 +23,7 @@ database_suite!(
     list_uses_default_and_maximum_page_sizes,
     invalid_requests_are_rejected_with_field_violations_and_store_nothing,
     oversized_messages_are_rejected,
+    undecodable_requests_are_invalid_argument_and_store_nothing,
     reflection_v1_and_v1alpha_list_the_service,
     metrics_count_calls_by_method_and_code,
 );
@@ -377,6 +378,27 @@ async fn oversized_messages_are_rejected(db: TestDb) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(app.list_all(10).await.is_empty());
+}
+
+/// A request that is not a valid message (here an email that is not UTF-8, and
+/// a truncated field) is the caller's fault: INVALID_ARGUMENT, nothing stored.
+async fn undecodable_requests_are_invalid_argument_and_store_nothing(db: TestDb) {
+    let app = spawn_app(&db).await;
+    // Field 1 (email), length-delimited, 2 bytes that are not UTF-8; then a length that runs past the end.
+    for bytes in [vec![0x0a, 0x02, 0xc3, 0x28], vec![0x0a, 0x10, b'a']] {
+        let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(bytes),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/suite.user.v1.UserService/CreateUser"),
+                suite_grpc::codec::EncodedBytes,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
     assert!(app.list_all(10).await.is_empty());
 }
 

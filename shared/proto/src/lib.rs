@@ -4,6 +4,8 @@
 //! [`FILE_DESCRIPTOR_SET`] holds every file with its imports and comments, for
 //! gRPC server reflection and contract checks.
 
+pub mod codec;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every suite API file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/suite_descriptor.bin"));
 
