@@ -125,9 +125,9 @@ async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token(
         &strs(&suite.grpcurl_args(None, Some(r#"{"id":"x"}"#), &["suite.user.v1.UserService/GetUser"])),
     );
     assert!(refused.contains("Unauthenticated"), "{refused}");
-    // Another user's token may not read this user's order.
+    // Another user's token may not read this user's order, nor learn that it exists.
     let stranger = suite.certs.dev_token("01a20b09-dc56-77ed-af76-000000000000", "");
-    let denied = grpcurl_fails(
+    let hidden = grpcurl_fails(
         &grpcurl_bin,
         &strs(&suite.grpcurl_args(
             Some(&stranger),
@@ -135,7 +135,10 @@ async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token(
             &["suite.order.v1.OrderService/GetOrder"],
         )),
     );
-    assert!(denied.contains("PermissionDenied"), "{denied}");
+    assert!(
+        hidden.contains("NotFound") && hidden.contains(&format!("order {order_id} not found")),
+        "{hidden}"
+    );
 }
 
 #[test]

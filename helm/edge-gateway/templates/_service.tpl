@@ -60,6 +60,10 @@
   value: {{ .Values.rateLimit.perSecond | quote }}
 - name: RATE_LIMIT_BURST
   value: {{ .Values.rateLimit.burst | quote }}
+- name: TOKEN_VERIFICATIONS_PER_SECOND
+  value: {{ .Values.rateLimit.verificationsPerSecond | quote }}
+- name: TOKEN_VERIFICATION_BURST
+  value: {{ .Values.rateLimit.verificationBurst | quote }}
 {{- end -}}
 
 {{- define "edge-gateway.volumeMounts" -}}

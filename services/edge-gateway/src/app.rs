@@ -104,6 +104,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         authenticator,
         public,
         limiter: RateLimiter::new(&config.rate_limit),
+        verifications: RateLimiter::for_verifications(&config.rate_limit),
         proxy: Proxy::new(
             config.server.max_message_bytes,
             metrics.clone(),

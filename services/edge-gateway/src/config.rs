@@ -218,6 +218,17 @@ pub struct RateLimitArgs {
     /// A bucket unused this long is forgotten (it would be full again anyway).
     #[arg(long, env = "RATE_LIMIT_IDLE_MS", default_value_t = 60_000)]
     pub rate_limit_idle_ms: u64,
+
+    /// Token signatures checked per second per client address. A valid token is
+    /// checked once and then served from the token cache, so this only binds a
+    /// client sending new (typically forged) tokens; the rest are refused
+    /// RESOURCE_EXHAUSTED before any signature work.
+    #[arg(long, env = "TOKEN_VERIFICATIONS_PER_SECOND", default_value_t = 20.0)]
+    pub token_verifications_per_second: f64,
+
+    /// Token signatures a client address may have checked at once after being idle.
+    #[arg(long, env = "TOKEN_VERIFICATION_BURST", default_value_t = 100.0)]
+    pub token_verification_burst: f64,
 }
 
 impl Default for RateLimitArgs {
@@ -227,6 +238,8 @@ impl Default for RateLimitArgs {
             rate_limit_burst: 200.0,
             rate_limit_max_keys: 100_000,
             rate_limit_idle_ms: 60_000,
+            token_verifications_per_second: 20.0,
+            token_verification_burst: 100.0,
         }
     }
 }

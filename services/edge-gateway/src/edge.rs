@@ -17,7 +17,7 @@ use suite_grpc::{PeerInfo, RouteService};
 use tonic::body::Body;
 use tower::ServiceExt as _;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthFailure, Authenticator};
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Proxy;
@@ -72,6 +72,8 @@ pub struct EdgeConfig {
     pub authenticator: Arc<Authenticator>,
     pub public: PublicMethods,
     pub limiter: RateLimiter,
+    /// Token verifications per client address, spent before any signature is checked.
+    pub verifications: RateLimiter,
     pub routes: RouteTable,
     pub proxy: Proxy,
     pub metrics: GatewayMetrics,
@@ -129,16 +131,26 @@ impl EdgeConfig {
         let rate_key = if self.public.contains(&path, service) {
             RateKey::Address(client_address(&request))
         } else {
-            let token = self.authenticator.authenticate(request.headers()).await.map_err(|failure| {
-                self.metrics.auth_failure(failure.as_str());
-                tracing::info!(
-                    reason = failure.as_str(),
-                    method = %path,
-                    client = %client_address(&request),
-                    "request refused: not authenticated"
-                );
-                GatewayError::Unauthenticated(failure)
-            })?;
+            let client = client_address(&request);
+            let may_verify = || self.verifications.try_acquire(&RateKey::Address(client));
+            let token = self
+                .authenticator
+                .authenticate(request.headers(), may_verify)
+                .await
+                .map_err(|failure| {
+                    if let AuthFailure::Throttled(retry_after) = failure {
+                        self.metrics.rate_limited("verification");
+                        return GatewayError::RateLimited { retry_after };
+                    }
+                    self.metrics.auth_failure(failure.as_str());
+                    tracing::info!(
+                        reason = failure.as_str(),
+                        method = %path,
+                        %client,
+                        "request refused: not authenticated"
+                    );
+                    GatewayError::Unauthenticated(failure)
+                })?;
             let headers = request.headers_mut();
             // The services trust the gateway's word; the token itself stays here.
             headers.remove(http::header::AUTHORIZATION);

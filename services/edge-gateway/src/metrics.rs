@@ -36,6 +36,7 @@ pub struct GatewayMetrics {
     rate_limited: Family<RateLimitLabels, Counter>,
     upstream_errors: Family<UpstreamLabels, Counter>,
     jwks_refreshes: Family<OutcomeLabels, Counter>,
+    token_verifications: Counter,
 }
 
 impl GatewayMetrics {
@@ -57,6 +58,11 @@ impl GatewayMetrics {
             metrics.upstream_errors.clone(),
         );
         registry.register(
+            "gateway_token_verifications",
+            "Tokens whose signature and claims were checked (token cache misses, refused or not).",
+            metrics.token_verifications.clone(),
+        );
+        registry.register(
             "gateway_jwks_refreshes",
             "JWKS loads, by outcome (ok, failed).",
             metrics.jwks_refreshes.clone(),
@@ -66,6 +72,10 @@ impl GatewayMetrics {
 
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn token_verified(&self) {
+        self.token_verifications.inc();
     }
 
     pub fn rate_limited(&self, key: &'static str) {

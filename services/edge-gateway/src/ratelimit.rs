@@ -50,14 +50,24 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl RateLimiter {
+    /// Requests per subject (per address without a token).
     pub fn new(args: &RateLimitArgs) -> Self {
+        Self::with_rate(args, args.rate_limit_per_second, args.rate_limit_burst)
+    }
+
+    /// Token verifications per client address.
+    pub fn for_verifications(args: &RateLimitArgs) -> Self {
+        Self::with_rate(args, args.token_verifications_per_second, args.token_verification_burst)
+    }
+
+    fn with_rate(args: &RateLimitArgs, per_second: f64, burst: f64) -> Self {
         Self {
             buckets: moka::sync::Cache::builder()
                 .max_capacity(args.rate_limit_max_keys)
                 .time_to_idle(Duration::from_millis(args.rate_limit_idle_ms.max(1)))
                 .build(),
-            per_second: args.rate_limit_per_second.max(f64::MIN_POSITIVE),
-            burst: args.rate_limit_burst.max(1.0),
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            burst: burst.max(1.0),
         }
     }
 
@@ -104,6 +114,7 @@ mod tests {
             rate_limit_burst: burst,
             rate_limit_max_keys: max_keys,
             rate_limit_idle_ms: 60_000,
+            ..RateLimitArgs::default()
         })
     }
 

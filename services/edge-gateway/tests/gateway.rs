@@ -260,6 +260,130 @@ async fn a_token_expiring_at_the_end_of_time_is_accepted_every_time() {
     }
 }
 
+/// One end user sending requests the user service cannot decode (a string that
+/// is not UTF-8) gets INVALID_ARGUMENT each time, and the gateway's breaker for
+/// the user service does not count them: every other user is served as before.
+#[tokio::test]
+async fn one_users_undecodable_requests_never_open_the_breaker_for_others() {
+    let services = Services::start().await;
+    let gateway = Gateway::start(&services).await;
+    let mallory = admin_creates_user(&gateway, "mallory@example.com").await;
+    let alice = admin_creates_user(&gateway, "alice@example.com").await;
+    let mallory_token = gateway.keys.token(&mallory, &[]);
+    let alice_token = gateway.keys.token(&alice, &[]);
+
+    let mut grpc = tonic::client::Grpc::new(gateway.channel.clone());
+    // GetUserRequest.id (field 1) holding two bytes that are not UTF-8: far past
+    // the breaker's minimum volume, every one a failure if it were counted.
+    for _ in 0..60 {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                with_token(vec![0x0a, 0x02, 0xc3, 0x28], &mallory_token),
+                http::uri::PathAndQuery::from_static("/suite.user.v1.UserService/GetUser"),
+                suite_grpc::codec::EncodedBytes,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let reply = gateway
+        .users()
+        .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &alice_token))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().user.unwrap().id, alice);
+    let metrics = gateway.running.metrics().await;
+    assert!(
+        metrics.contains("client_circuit_state{dependency=\"user-service\"} 0"),
+        "the breaker stayed closed:\n{metrics}"
+    );
+}
+
+/// A flood of forged tokens from one address costs a bounded number of
+/// signature checks: past the address's verification budget they are refused
+/// RESOURCE_EXHAUSTED before any verification, the same bad token sent again is
+/// refused from memory, and a user whose token is already verified, from the same
+/// address, is served throughout.
+#[tokio::test]
+async fn forged_tokens_cost_a_bounded_number_of_verifications() {
+    let services = Services::start().await;
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            rate_limit: edge_gateway::config::RateLimitArgs {
+                rate_limit_per_second: 10_000.0,
+                rate_limit_burst: 10_000.0,
+                token_verifications_per_second: 1.0,
+                token_verification_burst: 10.0,
+                ..Default::default()
+            },
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let alice = admin_creates_user(&gateway, "alice@example.com").await;
+    let alice_token = gateway.keys.token(&alice, &[]);
+    let get_alice = || {
+        let mut users = gateway.users();
+        let request = with_token(user_pb::GetUserRequest { id: alice.clone() }, &alice_token);
+        async move { users.get_user(request).await }
+    };
+    get_alice().await.unwrap();
+    let verifications = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("gateway_token_verifications_total "))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = verifications(&gateway.running.metrics().await);
+
+    let forger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let forger = EncodingKey::from_ec_pem(forger.serialize_pem().as_bytes()).unwrap();
+    let (mut unauthenticated, mut throttled) = (0, 0);
+    for index in 0..60 {
+        let forged = sign_with(
+            Algorithm::ES256,
+            &forger,
+            Some("es-1"),
+            &claims(&format!("forged-{index}"), &["admin"]),
+        );
+        let mut users = gateway.users();
+        let status = users
+            .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &forged))
+            .await
+            .unwrap_err();
+        match status.code() {
+            Code::Unauthenticated => unauthenticated += 1,
+            Code::ResourceExhausted => {
+                assert!(status.metadata().get("retry-after").is_some(), "{status:?}");
+                throttled += 1;
+            }
+            other => panic!("forged token {index}: {other:?} {status:?}"),
+        }
+        // Alice's token was verified before the flood: she is served all along.
+        get_alice().await.unwrap();
+    }
+    assert!(
+        throttled >= 45,
+        "{unauthenticated} refused after verification, {throttled} before any"
+    );
+    // The same forged token over and over: remembered as refused, verified at most once more.
+    let forged = sign_with(Algorithm::ES256, &forger, Some("es-1"), &claims("again", &["admin"]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        let status = gateway
+            .users()
+            .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &forged))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let spent = verifications(&gateway.running.metrics().await) - before;
+    assert!(spent <= 15, "{spent} signature checks for 80 forged calls");
+}
+
 /// Calls the user service's API has finished, from its RPC metrics.
 fn rpc_count(metrics: &str) -> u64 {
     metrics
@@ -298,26 +422,35 @@ async fn end_users_reach_only_their_own_records_and_cannot_forge_identity() {
     let status = gateway.users().get_user(forged).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
-    let denied = [
-        gateway
+    // Bob's order is hidden from Alice: the same answer as an order that does not exist.
+    let missing = "01900000-0000-7000-8000-000000000000".to_owned();
+    for id in [&bobs_order.id, &missing] {
+        let read = gateway
             .orders()
-            .get_order(with_token(order_pb::GetOrderRequest { id: bobs_order.id.clone() }, &alice_token))
+            .get_order(with_token(order_pb::GetOrderRequest { id: id.clone() }, &alice_token))
             .await
-            .map(drop),
-        gateway
-            .orders()
-            .create_order(with_token(order_request(&bob, "alice-for-bob"), &alice_token))
-            .await
-            .map(drop),
-        gateway
+            .unwrap_err();
+        let cancel = gateway
             .orders()
             .cancel_order(with_token(
                 order_pb::CancelOrderRequest {
-                    id: bobs_order.id.clone(),
+                    id: id.clone(),
                     version: None,
                 },
                 &alice_token,
             ))
+            .await
+            .unwrap_err();
+        for status in [read, cancel] {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+            assert_eq!(status.message(), format!("order {id} not found"), "{status:?}");
+        }
+    }
+
+    let denied = [
+        gateway
+            .orders()
+            .create_order(with_token(order_request(&bob, "alice-for-bob"), &alice_token))
             .await
             .map(drop),
         gateway
@@ -467,6 +600,41 @@ async fn unknown_services_and_oversized_messages_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // Methods a routed service does not have, however spelt, are refused at the
+    // gateway: nothing reaches the user service, and the answer repeats nothing.
+    // Every call the user service answered, whatever its path (unknown ones are labelled `unknown`).
+    let all_calls = |metrics: String| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("rpc_server_call_duration_seconds_count{") && !line.contains("grpc.health.v1.Health"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    let calls_before = all_calls(services.user_service.metrics().await);
+    for path in [
+        "/suite.user.v1.UserService/NoSuchMethod",
+        "/suite.user.v1.UserService/../x",
+        "/suite.user.v1.UserService/Get%55ser",
+        "/suite.user.v1.UserService/GetUser/x",
+    ] {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                with_token(Vec::<u8>::new(), &token),
+                http::uri::PathAndQuery::from_static(path),
+                suite_grpc::codec::EncodedBytes,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+        assert_eq!(status.message(), "unknown method", "{path}");
+    }
+    assert_eq!(
+        all_calls(services.user_service.metrics().await),
+        calls_before,
+        "no unknown method reached the user service"
+    );
 
     // A message over the 256 KiB limit never reaches the user service.
     let huge = user_pb::CreateUserRequest {

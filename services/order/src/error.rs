@@ -14,9 +14,14 @@ pub enum OrderError {
     Invalid(Vec<FieldViolation>),
     #[error("order {0} not found")]
     NotFound(Uuid),
+    /// An end user asked for an order of another user. It is told exactly
+    /// what a missing order tells (see the mapping below): any other answer
+    /// would let it find out which order ids exist.
+    #[error("order {0} belongs to another user")]
+    NotOwned(Uuid),
     #[error("user {0} does not exist")]
     UserNotFound(Uuid),
-    #[error("idempotency key already used for order {order_id} with a different request")]
+    #[error("idempotency key already used by this user for order {order_id} with a different request")]
     IdempotencyConflict { order_id: Uuid },
     #[error("order {id} is {from:?}; cannot {}", transition.verb())]
     IllegalTransition {
@@ -53,12 +58,19 @@ impl From<OrderError> for Status {
     fn from(error: OrderError) -> Self {
         match error {
             OrderError::Invalid(violations) => status::invalid_argument(&violations),
-            OrderError::NotFound(id) => Status::not_found(format!("order {id} not found")),
+            OrderError::NotFound(id) => order_not_found(id),
+            OrderError::NotOwned(id) => {
+                // The answer hides the refusal; the log keeps it.
+                tracing::info!(order_id = %id, "an end user asked for another user's order; answered as not found");
+                order_not_found(id)
+            }
             OrderError::UserNotFound(id) => {
                 status::failed_precondition(&FieldViolation::new("user_id", format!("user {id} does not exist")))
             }
+            // Keys are per user, so `order_id` is always the order of the user
+            // the request is for, never someone else's.
             OrderError::IdempotencyConflict { order_id } => Status::already_exists(format!(
-                "this idempotency key was already used for order {order_id} with a different request; use a new key for a new order"
+                "this user already used this idempotency key for order {order_id} with a different request; use a new key for a new order"
             )),
             OrderError::IllegalTransition { id, from, transition } => Status::failed_precondition(format!(
                 "order {id} is {}; it cannot {} from there",
@@ -85,4 +97,10 @@ impl From<OrderError> for Status {
             },
         }
     }
+}
+
+/// The one answer for an order the caller cannot see, missing or not its own:
+/// same code, same message, no details.
+fn order_not_found(id: Uuid) -> Status {
+    Status::not_found(format!("order {id} not found"))
 }

@@ -8,9 +8,11 @@ use suite_grpc::fields::{parse_page_size, parse_uuid, parse_version, timestamp};
 use suite_grpc::{PageTokens, Principal, Violations};
 use suite_proto::suite::order::v1 as pb;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::domain::{NewOrder, Transition};
 use crate::error::OrderError;
+use crate::store::entity::order;
 use crate::store::{Created, OrderRecord, OrderStore};
 use crate::users::UserDirectory;
 
@@ -47,11 +49,30 @@ impl OrderApi {
         let Some(id) = id else { unreachable!("violations were checked") };
         if *principal != Principal::Service {
             // End users change only their own orders; services skip this read.
-            let owner = self.store.get(id).await?.ok_or(OrderError::NotFound(id))?.order.user_id;
-            principal.require_owner(&owner.to_string())?;
+            self.visible_order(principal, id).await?;
         }
         let record = self.store.transition(id, transition, version.flatten()).await?;
         to_proto(&record)
+    }
+
+    /// Order `id` without its items, if `principal` may see it. Services and
+    /// admins see every order, an end user only its own. Another user's order
+    /// is `NotOwned`, which answers exactly like a missing one: a different
+    /// answer would let anyone probe which ids exist. For the same reason a
+    /// gateway call that named no end user is refused before the read, and
+    /// items are read only once the caller may see them, so a refusal costs
+    /// about the work of a miss.
+    async fn visible_order(&self, principal: &Principal, id: Uuid) -> Result<order::Model, OrderError> {
+        if *principal == Principal::Anonymous {
+            // The shared rule refuses an anonymous principal whoever the owner
+            // is; asking it here, before the read, keeps its reason.
+            principal.require_owner(&id.to_string())?;
+        }
+        let order = self.store.find(id).await?.ok_or(OrderError::NotFound(id))?;
+        principal
+            .require_owner(&order.user_id.to_string())
+            .map_err(|_| OrderError::NotOwned(id))?;
+        Ok(order)
     }
 }
 
@@ -67,7 +88,9 @@ impl pb::order_service_server::OrderService for OrderApi {
         let fingerprint = new.fingerprint();
         // A retry of a request that already succeeded needs no user check:
         // it answers even while the user service is down.
-        if let Some(existing) = self.store.find_by_key(&new.idempotency_key, &fingerprint).await? {
+        // Keys are looked up within the user's own orders (checked above to
+        // be the caller's), so another user's key is simply a new order.
+        if let Some(existing) = self.store.find_by_key(new.user_id, &new.idempotency_key, &fingerprint).await? {
             return Ok(Response::new(pb::CreateOrderResponse {
                 order: Some(to_proto(&existing)?),
             }));
@@ -88,10 +111,8 @@ impl pb::order_service_server::OrderService for OrderApi {
     #[tracing::instrument(target = "log_fields", skip_all, fields(order_id = %request.get_ref().id))]
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderResponse>, Status> {
         let id = parse_uuid(&request.get_ref().id).map_err(|description| invalid("id", description))?;
-        let record = self.store.get(id).await?.ok_or(OrderError::NotFound(id))?;
-        Principal::of(&request)
-            .require_owner(&record.order.user_id.to_string())
-            .map_err(OrderError::from)?;
+        let order = self.visible_order(&Principal::of(&request), id).await?;
+        let record = self.store.with_items(order).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(to_proto(&record)?),
         }))
@@ -117,6 +138,8 @@ impl pb::order_service_server::OrderService for OrderApi {
         let (Some(user_id), Some(page_size), Some(after)) = (user_id, page_size, after) else {
             unreachable!("violations were checked")
         };
+        // PERMISSION_DENIED is safe here, unlike for one order: the answer
+        // depends only on who asks for which user, never on what is stored.
         principal.require_owner(&user_id.to_string()).map_err(OrderError::from)?;
         // One row more than the page tells whether another page follows.
         let mut records = self.store.list(user_id, after, page_size + 1).await?;

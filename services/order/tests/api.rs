@@ -18,6 +18,8 @@ database_suite!(
     the_same_key_and_request_returns_the_original_order,
     the_same_key_with_a_different_request_is_already_exists,
     fifty_concurrent_creates_with_one_key_make_one_order,
+    two_users_using_one_key_get_an_order_each,
+    a_key_reused_by_one_user_replays_or_conflicts_naming_only_that_users_order,
     status_changes_follow_the_state_machine,
     list_pages_through_one_users_orders_only,
 );
@@ -140,6 +142,67 @@ async fn fifty_concurrent_creates_with_one_key_make_one_order(db: TestDb) {
     }
     assert_eq!(ids.len(), 1, "callers got different orders: {ids:?}");
     assert_eq!(count_orders(&db).await, 1);
+}
+
+async fn two_users_using_one_key_get_an_order_each(db: TestDb) {
+    let suite = Suite::start(&db).await;
+    let alice = suite.create_user("alice-key@example.com").await;
+    let bob = suite.create_user("bob-key@example.com").await;
+    let alices = suite
+        .create(order_request(&alice, "shared", vec![item("A", 1, 100)]))
+        .await
+        .unwrap();
+    let bobs = suite.create(order_request(&bob, "shared", vec![item("A", 1, 100)])).await.unwrap();
+    assert_ne!(alices.id, bobs.id);
+    assert_eq!((alices.user_id.as_str(), bobs.user_id.as_str()), (alice.as_str(), bob.as_str()));
+
+    // Racing creates: the unique index on (user, key) lets one order per user
+    // through, and every loser is answered with its own user's winner.
+    let calls: Vec<_> = (0..20)
+        .map(|index| {
+            let user = if index % 2 == 0 { &alice } else { &bob };
+            let request = order_request(user, "raced", vec![item("R", 1, 7)]);
+            let mut client = suite.orders.clone();
+            tokio::spawn(async move { client.create_order(request).await })
+        })
+        .collect();
+    let mut winners = std::collections::HashMap::new();
+    for call in calls {
+        let order = call.await.unwrap().unwrap().into_inner().order.unwrap();
+        let previous = winners.insert(order.user_id.clone(), order.id.clone());
+        assert!(previous.is_none_or(|id| id == order.id), "one user got two orders");
+    }
+    assert_eq!(winners.len(), 2, "{winners:?}");
+    assert_ne!(winners[&alice], winners[&bob]);
+    assert_eq!(count_orders(&db).await, 4);
+}
+
+async fn a_key_reused_by_one_user_replays_or_conflicts_naming_only_that_users_order(db: TestDb) {
+    let suite = Suite::start(&db).await;
+    let alice = suite.create_user("alice-reuse@example.com").await;
+    let bob = suite.create_user("bob-reuse@example.com").await;
+    // Bob's order comes first, so a lookup by key alone would find it.
+    let bobs = suite.create(order_request(&bob, "k", vec![item("B", 1, 100)])).await.unwrap();
+    let request = order_request(&alice, "k", vec![item("A", 1, 100)]);
+    let alices = suite.create(request.clone()).await.unwrap();
+    assert_ne!(alices.id, bobs.id);
+
+    assert_eq!(suite.create(request).await.unwrap(), alices, "a retry replays alice's own order");
+    let status = suite.create(order_request(&alice, "k", vec![item("A", 2, 100)])).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "this user already used this idempotency key for order {} with a different request; use a new key for a new order",
+            alices.id
+        )
+    );
+    for other in [&bobs.id, &bob] {
+        assert!(!status.message().contains(other.as_str()), "{status:?}");
+    }
+    assert!(status.details().is_empty(), "{status:?}");
+    assert_eq!(suite.get(&bobs.id).await.unwrap(), bobs, "bob's order is untouched");
+    assert_eq!(count_orders(&db).await, 2);
 }
 
 async fn status_changes_follow_the_state_machine(db: TestDb) {

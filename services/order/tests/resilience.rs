@@ -10,14 +10,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Suite, TestDb, fast_user_service_args, item, order_request, start_order_service, start_user_service};
+use common::{Suite, TestDb, fast_user_service_args, item, mtls, order_request, start_order_service, start_user_service};
 use suite_grpc::SecurityArgs;
 use suite_proto::suite::order::v1 as pb;
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
 use suite_proto::suite::user::v1::user_service_server::{UserService, UserServiceServer};
 use suite_testkit::TestPki;
-use suite_tls::TlsArgs;
 use tokio::sync::Mutex;
 use tonic::{Code, Request, Response, Status};
 
@@ -165,21 +164,6 @@ async fn a_slow_user_service_costs_the_callers_deadline_and_gets_a_shorter_one()
         "outgoing grpc-timeout {} is not shorter than the incoming 400 ms",
         seen[0]
     );
-}
-
-fn mtls(pki: &TestPki, name: &str, policy: &str) -> SecurityArgs {
-    let cert = pki.service(name);
-    let policy_path = pki.dir.path().join(format!("{name}.authz.toml"));
-    std::fs::write(&policy_path, policy).unwrap();
-    SecurityArgs {
-        tls: TlsArgs {
-            tls_cert: Some(cert.cert),
-            tls_key: Some(cert.key),
-            tls_ca: Some(pki.ca_path()),
-            ..TlsArgs::default()
-        },
-        authz_policy: Some(policy_path),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,9 @@ pub enum AuthFailure {
     Issuer,
     Audience,
     Claims,
+    /// The client's address has used up its token verifications for now: refused
+    /// before any signature work (RESOURCE_EXHAUSTED, retry after this long).
+    Throttled(Duration),
 }
 
 impl AuthFailure {
@@ -59,6 +62,7 @@ impl AuthFailure {
             Self::Issuer => "issuer",
             Self::Audience => "audience",
             Self::Claims => "claims",
+            Self::Throttled(_) => "throttled",
         }
     }
 }
@@ -96,6 +100,9 @@ pub enum AuthConfigError {
 /// The claims the gateway reads. The time claims must be JSON integers of
 /// seconds when present: jsonwebtoken skips a not-before check whose value it
 /// cannot read, so a string `nbf` would otherwise pass as "no nbf".
+/// How long a refused token is remembered as refused.
+const REFUSED_TOKEN_MEMORY: Duration = Duration::from_secs(10);
+
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
@@ -125,6 +132,10 @@ pub struct Authenticator {
     max_token_bytes: usize,
     roles_claim: String,
     cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    /// Tokens refused lately, by digest: the same bad token sent again is
+    /// refused with no signature work.
+    refused: Option<moka::sync::Cache<[u8; 32], AuthFailure>>,
+    metrics: GatewayMetrics,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -177,6 +188,14 @@ impl Authenticator {
                 .time_to_live(Duration::from_secs(3600))
                 .build()
         });
+        let refused = (args.jwt_cache_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(args.jwt_cache_entries)
+                // Short: a key that was unknown may be published, a token not yet valid may become so.
+                .time_to_live(REFUSED_TOKEN_MEMORY)
+                .build()
+        });
+        let verifications = metrics.clone();
         let keys = match source {
             Some(source) => {
                 let forget = cache.clone();
@@ -208,6 +227,8 @@ impl Authenticator {
             max_token_bytes: args.jwt_max_token_bytes,
             roles_claim: args.jwt_roles_claim.clone(),
             cache,
+            refused,
+            metrics: verifications,
         }))
     }
 
@@ -216,8 +237,15 @@ impl Authenticator {
         self.keys.as_ref().is_none_or(|store| store.is_loaded())
     }
 
-    /// The verified token of a request, or why there is none.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<VerifiedToken>, AuthFailure> {
+    /// The verified token of a request, or why there is none. A token that is
+    /// neither cached as verified nor remembered as refused is verified only if
+    /// `may_verify` allows it (the client address's verification budget), since
+    /// verifying is the expensive part and a forged token is new every time.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        may_verify: impl FnOnce() -> Result<(), Duration>,
+    ) -> Result<Arc<VerifiedToken>, AuthFailure> {
         let value = headers.get(http::header::AUTHORIZATION).ok_or(AuthFailure::Missing)?;
         // Checked on the raw header, before any parsing.
         if value.len() > self.max_token_bytes + "Bearer ".len() {
@@ -239,10 +267,28 @@ impl Authenticator {
             cache.invalidate(&cache_key);
             return Err(AuthFailure::Expired);
         }
+        if let Some(refused) = &self.refused
+            && let Some(failure) = refused.get(&cache_key)
+        {
+            return Err(failure);
+        }
+        may_verify().map_err(AuthFailure::Throttled)?;
+        self.metrics.token_verified();
         // Boxed: verifying (and perhaps fetching keys) needs far more state
         // than a cache hit, and without the box every request's future would
         // carry room for it.
-        let verified = Arc::new(Box::pin(self.verify(token)).await?);
+        let verified = match Box::pin(self.verify(token)).await {
+            Ok(verified) => Arc::new(verified),
+            Err(failure) => {
+                // Not remembered when no key set has loaded yet: that says nothing about the token.
+                if let Some(refused) = &self.refused
+                    && failure != AuthFailure::KeysUnavailable
+                {
+                    refused.insert(cache_key, failure);
+                }
+                return Err(failure);
+            }
+        };
         if let Some(cache) = &self.cache {
             cache.insert(cache_key, verified.clone());
         }

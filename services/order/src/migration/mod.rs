@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20260201_000001_create_orders;
+mod m20261205_000001_idempotency_key_per_user;
 
 /// Name of the advisory lock that serialises replicas migrating at once.
 pub const MIGRATION_LOCK: &str = "suite.order.migrations";
@@ -13,6 +14,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260201_000001_create_orders::Migration)]
+        vec![
+            Box::new(m20260201_000001_create_orders::Migration),
+            Box::new(m20261205_000001_idempotency_key_per_user::Migration),
+        ]
     }
 }

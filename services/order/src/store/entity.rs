@@ -14,8 +14,9 @@ pub mod order {
         pub status: String,
         pub currency: String,
         pub total_minor: i64,
-        /// Unique: the database, not the service, guarantees one order per key.
-        #[sea_orm(unique)]
+        /// Unique together with `user_id`: the database, not the service,
+        /// guarantees one order per user and key. Keys are not unique across
+        /// users, so one user's key neither blocks nor reveals another's order.
         pub idempotency_key: String,
         /// SHA-256 of the request that created the order, to recognise its retries.
         pub request_fingerprint: String,

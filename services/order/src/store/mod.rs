@@ -47,11 +47,14 @@ impl OrderStore {
         Self { db }
     }
 
-    /// The order an idempotency key created, if it was the same request;
-    /// `IdempotencyConflict` if the key was used for a different one.
+    /// The order `user_id`'s idempotency key created, if it was the same
+    /// request; `IdempotencyConflict` if the key was used for a different one.
+    /// Keys are scoped to their user: another user's order with the same key
+    /// is never looked at, so it can neither be replayed nor named.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
-    pub async fn find_by_key(&self, key: &str, fingerprint: &str) -> Result<Option<OrderRecord>, OrderError> {
+    pub async fn find_by_key(&self, user_id: Uuid, key: &str, fingerprint: &str) -> Result<Option<OrderRecord>, OrderError> {
         let Some(order) = order::Entity::find()
+            .filter(order::Column::UserId.eq(user_id))
             .filter(order::Column::IdempotencyKey.eq(key))
             .one(&self.db)
             .await?
@@ -65,8 +68,9 @@ impl OrderStore {
     }
 
     /// Inserts the order and its items in one transaction. When a concurrent
-    /// request with the same key won the race, the unique index refuses this
-    /// insert and the winner's order is returned (or a conflict reported).
+    /// request of the same user with the same key won the race, the unique
+    /// index on (user, key) refuses this insert and the winner's order is
+    /// returned (or a conflict reported).
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "INSERT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn create(&self, new: &NewOrder, fingerprint: &str) -> Result<Created, OrderError> {
         let now = now();
@@ -106,7 +110,7 @@ impl OrderStore {
         match insert.await {
             Ok(order) => Ok(Created::New(self.with_items(order).await?)),
             Err(error) if suite_db::classify(&error) == DbFailure::UniqueViolation => {
-                match self.find_by_key(&new.idempotency_key, fingerprint).await? {
+                match self.find_by_key(new.user_id, &new.idempotency_key, fingerprint).await? {
                     Some(existing) => Ok(Created::Replayed(existing)),
                     None => Err(OrderError::Database(error)),
                 }
@@ -121,6 +125,13 @@ impl OrderStore {
             Some(order) => Ok(Some(self.with_items(order).await?)),
             None => Ok(None),
         }
+    }
+
+    /// The order row alone, without its items: enough to decide whether the
+    /// caller may see it before reading more.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(&self.db), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
+    pub async fn find(&self, id: Uuid) -> Result<Option<order::Model>, OrderError> {
+        Ok(order::Entity::find_by_id(id).one(&self.db).await?)
     }
 
     /// Up to `limit` of a user's orders after `after`, oldest first (ids are UUIDv7).
@@ -192,7 +203,8 @@ impl OrderStore {
         }
     }
 
-    async fn with_items(&self, order: order::Model) -> Result<OrderRecord, OrderError> {
+    /// Completes an order row (from [`Self::find`]) with its items.
+    pub async fn with_items(&self, order: order::Model) -> Result<OrderRecord, OrderError> {
         let items = order_item::Entity::find()
             .filter(order_item::Column::OrderId.eq(order.id))
             .order_by_asc(order_item::Column::Position)

@@ -15,6 +15,8 @@ use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 pub use suite_testkit::TestDb;
+use suite_testkit::TestPki;
+use suite_tls::TlsArgs;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -228,4 +230,101 @@ pub fn order_request(user_id: &str, key: &str, items: Vec<pb::LineItem>) -> pb::
         items,
         idempotency_key: key.into(),
     }
+}
+
+/// Mutual TLS as `name`, authorized by `policy` (TOML).
+pub fn mtls(pki: &TestPki, name: &str, policy: &str) -> SecurityArgs {
+    let cert = pki.service(name);
+    let policy_path = pki.dir.path().join(format!("{name}.authz.toml"));
+    std::fs::write(&policy_path, policy).unwrap();
+    SecurityArgs {
+        tls: TlsArgs {
+            tls_cert: Some(cert.cert),
+            tls_key: Some(cert.key),
+            tls_ca: Some(pki.ca_path()),
+            ..TlsArgs::default()
+        },
+        authz_policy: Some(policy_path),
+    }
+}
+
+/// Both services over mutual TLS, with the order service trusting
+/// `edge-gateway` to vouch for end users. The test holds the gateway's
+/// certificate, so it stands in for the gateway: it sends the end-user
+/// metadata the real gateway sends once it has verified a token. Calls made
+/// as `operator` are a service's own (`Principal::Service`).
+pub struct EndUserSuite {
+    pub order_service: Running,
+    pub user_service: Running,
+    /// The order service as the gateway sees it: every call acts for the end
+    /// user its metadata names (see [`as_end_user`]), or for nobody.
+    pub gateway: OrderServiceClient<Channel>,
+    /// The order service as another service (an operator) sees it.
+    pub service: OrderServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    _user_db: TestDb,
+    _pki: TestPki,
+}
+
+impl EndUserSuite {
+    pub async fn start(order_db: &TestDb) -> Self {
+        let pki = TestPki::new();
+        let gateway = TestPki::id("edge-gateway");
+        let operator = TestPki::id("operator");
+        let user_policy = format!(
+            "[[allow]]\ncallers = [\"{operator}\"]\nmethods = [\"*\"]\n\
+             [[allow]]\ncallers = [\"{}\"]\nmethods = [\"suite.user.v1.UserService/GetUser\"]\n",
+            TestPki::id("order-service")
+        );
+        let order_policy = format!(
+            "end_user_gateways = [\"{gateway}\"]\n\
+             [[allow]]\ncallers = [\"{gateway}\", \"{operator}\"]\nmethods = [\"suite.order.v1.OrderService/*\"]\n"
+        );
+        let user_db = TestDb::sqlite();
+        let user_service = start_user_service(
+            user_db.config(),
+            "127.0.0.1:0".parse().unwrap(),
+            mtls(&pki, "user-service", &user_policy),
+        )
+        .await;
+        let order_service = start_order_service(
+            order_db.config(),
+            fast_user_service_args(user_service.grpc_addr),
+            mtls(&pki, "order-service", &order_policy),
+        )
+        .await;
+        let operator_cert = pki.service("operator");
+        let gateway_cert = pki.service("edge-gateway");
+        let channel = |addr: SocketAddr, cert: &suite_testkit::TestCert, server: &str| {
+            suite_grpc::client::connect_mtls(addr, pki.connector(cert, server))
+        };
+        Self {
+            gateway: OrderServiceClient::new(channel(order_service.grpc_addr, &gateway_cert, "order-service").await.unwrap()),
+            service: OrderServiceClient::new(channel(order_service.grpc_addr, &operator_cert, "order-service").await.unwrap()),
+            users: UserServiceClient::new(channel(user_service.grpc_addr, &operator_cert, "user-service").await.unwrap()),
+            order_service,
+            user_service,
+            _user_db: user_db,
+            _pki: pki,
+        }
+    }
+
+    pub async fn create_user(&self, email: &str) -> String {
+        let request = user_pb::CreateUserRequest {
+            email: email.into(),
+            display_name: "Buyer".into(),
+        };
+        self.users.clone().create_user(request).await.unwrap().into_inner().user.unwrap().id
+    }
+}
+
+/// `message` as the gateway forwards it for the end user `subject` with `roles`.
+pub fn as_end_user<T>(message: T, subject: &str, roles: &[&str]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert(suite_grpc::end_user::SUBJECT_HEADER, subject.parse().unwrap());
+    if !roles.is_empty() {
+        metadata.insert(suite_grpc::end_user::ROLES_HEADER, roles.join(",").parse().unwrap());
+    }
+    request
 }
