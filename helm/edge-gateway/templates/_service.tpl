@@ -64,6 +64,8 @@
   value: {{ .Values.rateLimit.verificationsPerSecond | quote }}
 - name: TOKEN_VERIFICATION_BURST
   value: {{ .Values.rateLimit.verificationBurst | quote }}
+- name: MAX_IN_FLIGHT_PER_SUBJECT
+  value: {{ .Values.rateLimit.maxInFlightPerSubject | quote }}
 {{- end -}}
 
 {{- define "edge-gateway.volumeMounts" -}}

@@ -16,7 +16,7 @@ use crate::config::{Command, ServeConfig};
 use crate::edge::{Edge, EdgeConfig, PublicMethods};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Proxy;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{InFlightLimiter, RateLimiter};
 use crate::routes::{RouteTable, RoutesConfig, RoutesError};
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -105,6 +105,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         public,
         limiter: RateLimiter::new(&config.rate_limit),
         verifications: RateLimiter::for_verifications(&config.rate_limit),
+        in_flight: InFlightLimiter::new(&config.rate_limit),
         proxy: Proxy::new(
             config.server.max_message_bytes,
             metrics.clone(),

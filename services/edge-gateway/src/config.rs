@@ -226,6 +226,13 @@ pub struct RateLimitArgs {
     #[arg(long, env = "TOKEN_VERIFICATIONS_PER_SECOND", default_value_t = 20.0)]
     pub token_verifications_per_second: f64,
 
+    /// Calls one subject (one client address without a token) may have in flight
+    /// at once; more are refused RESOURCE_EXHAUSTED. Bounds what one client can
+    /// hold of the gateway and of the upstream connections' streams, for example
+    /// with request bodies that never finish.
+    #[arg(long, env = "MAX_IN_FLIGHT_PER_SUBJECT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_per_subject: u32,
+
     /// Token signatures a client address may have checked at once after being idle.
     #[arg(long, env = "TOKEN_VERIFICATION_BURST", default_value_t = 100.0)]
     pub token_verification_burst: f64,
@@ -240,6 +247,7 @@ impl Default for RateLimitArgs {
             rate_limit_idle_ms: 60_000,
             token_verifications_per_second: 20.0,
             token_verification_burst: 100.0,
+            max_in_flight_per_subject: 64,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use suite_grpc::end_user::{ROLES_HEADER, SUBJECT_HEADER};
+use suite_grpc::layers::body::GuardedBody;
 use suite_grpc::{PeerInfo, RouteService};
 use tonic::body::Body;
 use tower::ServiceExt as _;
@@ -21,7 +22,7 @@ use crate::auth::{AuthFailure, Authenticator};
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Proxy;
-use crate::ratelimit::{RateKey, RateLimiter};
+use crate::ratelimit::{InFlightLimiter, RateKey, RateLimiter};
 use crate::routes::RouteTable;
 
 /// Services the gateway answers itself.
@@ -72,6 +73,8 @@ pub struct EdgeConfig {
     pub authenticator: Arc<Authenticator>,
     pub public: PublicMethods,
     pub limiter: RateLimiter,
+    /// Calls in flight per subject (per address without a token).
+    pub in_flight: InFlightLimiter,
     /// Token verifications per client address, spent before any signature is checked.
     pub verifications: RateLimiter,
     pub routes: RouteTable,
@@ -164,15 +167,23 @@ impl EdgeConfig {
             self.metrics.rate_limited(rate_key.kind());
             return Err(GatewayError::RateLimited { retry_after });
         }
+        // Held until the response has been sent: a client whose calls never finish
+        // (a body that never ends, a reply it never reads) holds only its own places.
+        let Some(in_flight) = self.in_flight.try_enter(&rate_key) else {
+            self.metrics.rate_limited("in_flight");
+            return Err(GatewayError::TooManyInFlight);
+        };
 
-        if LOCAL_SERVICES.contains(&service) {
-            return Ok(match local.oneshot(request).await {
+        let response = if LOCAL_SERVICES.contains(&service) {
+            match local.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
-            });
-        }
-        let upstream = self.routes.route(&path).ok_or(GatewayError::UnknownMethod)?;
-        self.proxy.forward(upstream, request, received_at).await
+            }
+        } else {
+            let upstream = self.routes.route(&path).ok_or(GatewayError::UnknownMethod)?;
+            self.proxy.forward(upstream, request, received_at).await?
+        };
+        Ok(response.map(|body| GuardedBody::wrap(body, in_flight)))
     }
 }
 

@@ -13,6 +13,8 @@ pub enum GatewayError {
     Unauthenticated(AuthFailure),
     #[error("rate limited; retry after {retry_after:?}")]
     RateLimited { retry_after: Duration },
+    #[error("too many calls in flight for one client")]
+    TooManyInFlight,
     /// No routed service has the method (or the path is not `/package.Service/Method`).
     #[error("unknown method")]
     UnknownMethod,
@@ -39,6 +41,9 @@ impl From<GatewayError> for Status {
             // Which check failed is for logs and metrics only: telling a caller
             // "expired" versus "bad signature" helps an attacker more than a client.
             GatewayError::Unauthenticated(_) => Status::unauthenticated("missing or invalid bearer token"),
+            GatewayError::TooManyInFlight => {
+                Status::resource_exhausted("too many calls in flight; wait for one to finish before starting another")
+            }
             GatewayError::RateLimited { retry_after } => {
                 let mut status = Status::resource_exhausted("rate limit exceeded; retry later");
                 let millis = retry_after.as_millis().max(1);

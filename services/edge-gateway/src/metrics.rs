@@ -14,7 +14,7 @@ struct ReasonLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RateLimitLabels {
-    /// `subject` or `address`.
+    /// `subject`, `address`, `verification` or `in_flight`.
     key: &'static str,
 }
 
@@ -49,7 +49,7 @@ impl GatewayMetrics {
         );
         registry.register(
             "gateway_rate_limited",
-            "Requests refused RESOURCE_EXHAUSTED by a token bucket, by what the bucket belongs to (subject, address).",
+            "Requests refused RESOURCE_EXHAUSTED before reaching an upstream, by limit: subject or address (their token bucket), verification (the address's token verifications), in_flight (the subject's calls in flight).",
             metrics.rate_limited.clone(),
         );
         registry.register(

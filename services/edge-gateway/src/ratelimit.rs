@@ -3,6 +3,7 @@
 //! again anyway) and the least recently used go first when the cache is full,
 //! so a client inventing subjects or addresses cannot grow memory.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +103,58 @@ impl RateLimiter {
     }
 }
 
+/// Calls in flight per subject (per address without a token), capped. The map
+/// holds only keys with calls in flight, so its size is bounded by the
+/// gateway's global in-flight limit, whatever keys clients invent.
+#[derive(Debug, Clone)]
+pub struct InFlightLimiter {
+    counts: Arc<Mutex<HashMap<RateKey, u32>>>,
+    max: u32,
+}
+
+impl InFlightLimiter {
+    pub fn new(args: &RateLimitArgs) -> Self {
+        Self {
+            counts: Arc::default(),
+            max: args.max_in_flight_per_subject.max(1),
+        }
+    }
+
+    /// A place for one more call of `key`, held until the guard is dropped; `None` when `key` is at its cap.
+    pub fn try_enter(&self, key: &RateKey) -> Option<InFlight> {
+        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(InFlight {
+            counts: self.counts.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+/// One call in flight; lives with the response body, so a streaming reply counts until it ends.
+pub struct InFlight {
+    counts: Arc<Mutex<HashMap<RateKey, u32>>>,
+    key: RateKey,
+}
+
+impl suite_grpc::layers::body::ResponseGuard for InFlight {}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -120,6 +173,23 @@ mod tests {
 
     fn subject(name: &'static str) -> RateKey {
         RateKey::Subject(http::HeaderValue::from_static(name))
+    }
+
+    #[test]
+    fn in_flight_is_capped_per_key_and_freed_with_the_guard() {
+        let limiter = InFlightLimiter::new(&RateLimitArgs {
+            max_in_flight_per_subject: 2,
+            ..RateLimitArgs::default()
+        });
+        let (alice, bob) = (subject("alice"), subject("bob"));
+        let first = limiter.try_enter(&alice).unwrap();
+        let _second = limiter.try_enter(&alice).unwrap();
+        assert!(limiter.try_enter(&alice).is_none(), "alice is at her cap");
+        assert!(limiter.try_enter(&bob).is_some(), "bob is not");
+        drop(first);
+        assert!(limiter.try_enter(&alice).is_some(), "a place freed is free again");
+        drop(_second);
+        assert!(limiter.counts.lock().unwrap().is_empty(), "keys without calls are forgotten");
     }
 
     #[test]

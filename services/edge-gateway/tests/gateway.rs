@@ -384,6 +384,107 @@ async fn forged_tokens_cost_a_bounded_number_of_verifications() {
     assert!(spent <= 15, "{spent} signature checks for 80 forged calls");
 }
 
+/// Two end users holding calls whose request bodies never finish get as many as
+/// their cap and then RESOURCE_EXHAUSTED at once; every other user is served
+/// meanwhile, and a place is free again once a held call lets go.
+#[tokio::test]
+async fn calls_held_open_count_against_their_own_subject_only() {
+    const CAP: usize = 4;
+    let services = Services::start().await;
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            rate_limit: edge_gateway::config::RateLimitArgs {
+                rate_limit_per_second: 10_000.0,
+                rate_limit_burst: 10_000.0,
+                max_in_flight_per_subject: CAP as u32,
+                ..Default::default()
+            },
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let alice = admin_creates_user(&gateway, "alice@example.com").await;
+    let alice_token = gateway.keys.token(&alice, &[]);
+    let holders: Vec<String> = ["mallory", "trudy"].iter().map(|name| gateway.keys.token(name, &[])).collect();
+
+    // A GetUser whose request body never comes: HEADERS, and then nothing.
+    let held_call = |token: String| {
+        let channel = gateway.channel.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let body = futures::stream::pending::<Vec<u8>>();
+            grpc.streaming(
+                with_token(body, &token),
+                http::uri::PathAndQuery::from_static("/suite.user.v1.UserService/GetUser"),
+                suite_grpc::codec::EncodedBytes,
+            )
+            .await
+            .map(drop)
+        }
+    };
+    let mut held = Vec::new();
+    for token in &holders {
+        for _ in 0..CAP {
+            held.push(tokio::spawn(held_call(token.clone())));
+        }
+    }
+    let in_flight = |metrics: String| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("rpc_server_active_calls{") || line.starts_with("rpc_server_calls_in_flight{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_flight(gateway.running.metrics().await) < (CAP * holders.len()) as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the held calls never got in flight:\n{}",
+            gateway.running.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for token in &holders {
+        let status = tokio::time::timeout(Duration::from_secs(5), held_call(token.clone()))
+            .await
+            .expect("refused at once, not held")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    for _ in 0..20 {
+        let started = Instant::now();
+        gateway
+            .users()
+            .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &alice_token))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2), "alice waited {:?}", started.elapsed());
+    }
+
+    // One of mallory's held calls lets go: she may start another.
+    held.remove(0).abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut users = gateway.users();
+        let outcome = users
+            .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &holders[0]))
+            .await;
+        match outcome {
+            // Mallory is not Alice: once admitted, the user service refuses her.
+            Err(status) if status.code() == Code::PermissionDenied => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "the place was never freed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    held.into_iter().for_each(|call| call.abort());
+}
+
 /// Calls the user service's API has finished, from its RPC metrics.
 fn rpc_count(metrics: &str) -> u64 {
     metrics

@@ -9,12 +9,12 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 /// Something that lasts as long as a response: a concurrency permit, a metrics recorder.
-pub(crate) trait ResponseGuard: Send + 'static {
+pub trait ResponseGuard: Send + 'static {
     fn on_trailers(&mut self, _trailers: &HeaderMap) {}
 }
 
 pin_project_lite::pin_project! {
-    pub(crate) struct GuardedBody<G> {
+    pub struct GuardedBody<G> {
         #[pin]
         inner: tonic::body::Body,
         guard: G,
@@ -22,7 +22,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<G: ResponseGuard> GuardedBody<G> {
-    pub(crate) fn wrap(inner: tonic::body::Body, guard: G) -> tonic::body::Body {
+    pub fn wrap(inner: tonic::body::Body, guard: G) -> tonic::body::Body {
         tonic::body::Body::new(Self { inner, guard })
     }
 }

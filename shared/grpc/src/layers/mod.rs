@@ -1,7 +1,7 @@
 //! Tower layers wrapped around every service a [`crate::GrpcServer`] serves.
 
 pub mod authz;
-pub(crate) mod body;
+pub mod body;
 pub mod limit;
 pub mod metrics;
 pub mod trace;
