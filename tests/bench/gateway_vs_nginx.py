@@ -321,8 +321,10 @@ def main():
                 "TLS_CERT": str(certs / "edge-gateway.pem"), "TLS_KEY": str(certs / "edge-gateway-key.pem"),
                 "TLS_CA": str(certs / "ca.pem"), "JWKS_FILE": str(certs / "jwks.json"),
                 "JWT_ISSUER": "suite-dev", "JWT_AUDIENCE": "suite", "GATEWAY_ROUTES": str(routes),
-                # One subject drives all the load here; its bucket must not be what is measured.
+                # One subject drives all the load here; its bucket and its cap on calls in
+                # flight must not be what is measured.
                 "RATE_LIMIT_PER_SECOND": "1000000000", "RATE_LIMIT_BURST": "1000000000",
+                "MAX_IN_FLIGHT_PER_SUBJECT": "1000000",
                 **({"WORKER_THREADS": str(args.gateway_threads)} if args.gateway_threads is not None else {}),
                 **extra_env,
             })

@@ -99,7 +99,7 @@ async fn grpcurl_lists_describes_and_calls_through_the_gateway_with_a_dev_token(
     // The user's own token creates and reads an order.
     let own = suite.certs.dev_token(user_id, "");
     let order = format!(
-        r#"{{"user_id":"{user_id}","idempotency_key":"gw-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
+        r#"{{"user_id":"{user_id}","idempotency_key":"gw-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":1250}}}}]}}"#
     );
     let order = grpcurl(
         &grpcurl_bin,

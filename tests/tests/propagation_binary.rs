@@ -137,7 +137,7 @@ impl Chain {
     fn call_with_client_context(&self, grpcurl_bin: &Path) {
         let token = self.certs.dev_token(USER_ID, "");
         let order = format!(
-            r#"{{"user_id":"{USER_ID}","idempotency_key":"baggage-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
+            r#"{{"user_id":"{USER_ID}","idempotency_key":"baggage-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":1250}}}}]}}"#
         );
         for (data, method) in [
             (format!(r#"{{"id":"{USER_ID}"}}"#), "suite.user.v1.UserService/GetUser"),

@@ -181,7 +181,7 @@ fn create_user_then_order(suite: &TracedSuite, grpcurl_bin: &Path) -> String {
     // The user's own order, sent with the client's trace context and request id.
     let own = suite.certs.dev_token(&user_id, "");
     let order = format!(
-        r#"{{"user_id":"{user_id}","idempotency_key":"traced-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":900}}}}]}}"#
+        r#"{{"user_id":"{user_id}","idempotency_key":"traced-1","items":[{{"sku":"BOOK-1","quantity":1,"unit_price":{{"currency_code":"EUR","amount_minor":1250}}}}]}}"#
     );
     suite.call(
         grpcurl_bin,

@@ -66,6 +66,8 @@
   value: {{ .Values.rateLimit.verificationBurst | quote }}
 - name: MAX_IN_FLIGHT_PER_SUBJECT
   value: {{ .Values.rateLimit.maxInFlightPerSubject | quote }}
+- name: REQUEST_BODY_IDLE_TIMEOUT_MS
+  value: {{ .Values.rateLimit.requestBodyIdleTimeoutMs | quote }}
 {{- end -}}
 
 {{- define "edge-gateway.volumeMounts" -}}

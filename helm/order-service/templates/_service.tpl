@@ -23,6 +23,10 @@
 {{ include "suite.secretEnv" (list . "PAGE_TOKEN_SECRET" .Values.pageToken) }}
 - name: AUTHZ_POLICY
   value: /etc/suite/config/authz.toml
+{{- if .Values.priceList.prices }}
+- name: PRICE_LIST
+  value: /etc/suite/config/price-list.toml
+{{- end }}
 {{- end -}}
 
 {{- define "order-service.volumeMounts" -}}
@@ -40,6 +44,14 @@
 {{- define "order-service.configFiles" -}}
 authz.toml: |
   {{- include "suite.authzToml" . | nindent 2 }}
+{{- with .Values.priceList.prices }}
+{{- /* Keys quoted: a SKU may hold '.', which a bare TOML key would split. int64: values arrive as floats, which print in exponent form. */}}
+price-list.toml: |
+  [prices]
+  {{- range $sku, $price := . }}
+  {{ $sku | quote }} = { currency_code = {{ $price.currencyCode | quote }}, amount_minor = {{ int64 $price.amountMinor }} }
+  {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "order-service.secretEntries" -}}

@@ -108,6 +108,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         in_flight: InFlightLimiter::new(&config.rate_limit),
         proxy: Proxy::new(
             config.server.max_message_bytes,
+            std::time::Duration::from_millis(config.request_body_idle_timeout_ms),
             metrics.clone(),
             suite_grpc::method_paths(descriptors),
         ),

@@ -79,6 +79,13 @@ pub struct ServeConfig {
     #[arg(long, env = "GATEWAY_ROUTES")]
     pub routes: Option<PathBuf>,
 
+    /// A request body that sends nothing for this long is cut off: the call
+    /// ends DEADLINE_EXCEEDED and the upstream stream is reset, so a client
+    /// cannot hold upstream streams with bodies that never finish. Each frame
+    /// that arrives starts the wait again (0: never).
+    #[arg(long, env = "REQUEST_BODY_IDLE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_body_idle_timeout_ms: u64,
+
     /// How often each upstream's DNS name is resolved again (and soon after a
     /// connection to one of its addresses fails).
     #[arg(long, env = "RESOLVE_INTERVAL_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -15,6 +15,8 @@ pub enum GatewayError {
     RateLimited { retry_after: Duration },
     #[error("too many calls in flight for one client")]
     TooManyInFlight,
+    #[error("the request body sent nothing for {0:?}")]
+    RequestBodyStalled(Duration),
     /// No routed service has the method (or the path is not `/package.Service/Method`).
     #[error("unknown method")]
     UnknownMethod,
@@ -41,6 +43,9 @@ impl From<GatewayError> for Status {
             // Which check failed is for logs and metrics only: telling a caller
             // "expired" versus "bad signature" helps an attacker more than a client.
             GatewayError::Unauthenticated(_) => Status::unauthenticated("missing or invalid bearer token"),
+            GatewayError::RequestBodyStalled(idle) => {
+                Status::deadline_exceeded(format!("the request body sent nothing for {} ms", idle.as_millis()))
+            }
             GatewayError::TooManyInFlight => {
                 Status::resource_exhausted("too many calls in flight; wait for one to finish before starting another")
             }

@@ -11,9 +11,10 @@
 //! graceful GOAWAY left the call's stream out, as a draining server's can, or it
 //! refused the stream) goes to another as well, the endpoint not set aside.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ const DISCOVERY_PATIENCE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Proxy {
     max_message_bytes: u64,
+    /// Longest wait for the next frame of a request body; zero: no limit.
+    body_idle_timeout: Duration,
     metrics: GatewayMetrics,
     /// The routed services' methods: the only method names the upstream call
     /// metrics and spans carry.
@@ -48,9 +51,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(max_message_bytes: usize, metrics: GatewayMetrics, known_paths: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        max_message_bytes: usize,
+        body_idle_timeout: Duration,
+        metrics: GatewayMetrics,
+        known_paths: impl IntoIterator<Item = String>,
+    ) -> Self {
         Self {
             max_message_bytes: max_message_bytes as u64,
+            body_idle_timeout,
             metrics,
             known_methods: KnownMethods::new(known_paths),
         }
@@ -87,30 +96,23 @@ impl Proxy {
         let names = *self.known_methods.names(parts.uri.path());
         let mut call = ClientCall::forwarded(upstream.name, names, upstream.resilience.metrics());
         call.inject(&mut parts.headers);
-        let oversized = Arc::new(AtomicU64::new(0));
+        let fault = Arc::new(ClientFault::default());
         let body = Body::new(MessageLimit {
             inner: body,
             limit: self.max_message_bytes,
             scanner: FrameScanner::default(),
-            oversized: oversized.clone(),
+            idle_timeout: self.body_idle_timeout,
+            idle: None,
+            fault: fault.clone(),
         });
         let request = http::Request::from_parts(parts, body);
         let (outcome, lease) = send_to_an_endpoint(upstream, request).await;
-        let too_large = |size: u64| {
-            self.metrics.upstream_error(upstream.name, "too_large");
-            GatewayError::MessageTooLarge {
-                size,
-                limit: self.max_message_bytes,
-            }
-        };
         match outcome {
             Err(error) => {
-                let size = oversized.load(Ordering::Relaxed);
-                if size > 0 {
-                    // We cut the request off; the upstream is not to blame.
+                // We cut the request off; the upstream is not to blame.
+                if let Some(refusal) = fault.refusal(self) {
                     drop(admitted);
-                    call.finish(Code::ResourceExhausted);
-                    return Err(too_large(size));
+                    return Err(self.client_fault(upstream, refusal, &mut call));
                 }
                 admitted.finish(Code::Unavailable);
                 call.finish(Code::Unavailable);
@@ -122,11 +124,9 @@ impl Proxy {
                 })
             }
             Ok(response) => {
-                let size = oversized.load(Ordering::Relaxed);
-                if size > 0 {
+                if let Some(refusal) = fault.refusal(self) {
                     drop(admitted);
-                    call.finish(Code::ResourceExhausted);
-                    return Err(too_large(size));
+                    return Err(self.client_fault(upstream, refusal, &mut call));
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
@@ -139,11 +139,57 @@ impl Proxy {
                     inner: body,
                     admitted: Some(admitted),
                     call: Some(call),
+                    fault,
                     _lease: lease,
                 });
                 Ok(http::Response::from_parts(parts, body))
             }
         }
+    }
+
+    /// Ends `call` for what the client did wrong, and says so to the client.
+    fn client_fault(&self, upstream: &Upstream, refusal: GatewayError, call: &mut ClientCall) -> GatewayError {
+        match &refusal {
+            GatewayError::MessageTooLarge { .. } => {
+                self.metrics.upstream_error(upstream.name, "too_large");
+                call.finish(Code::ResourceExhausted);
+            }
+            _ => {
+                self.metrics.upstream_error(upstream.name, "body_stalled");
+                call.finish(Code::DeadlineExceeded);
+            }
+        }
+        refusal
+    }
+}
+
+/// What the client did wrong while its request streamed upstream; a call cut
+/// off for it is not the upstream's failure, so the breaker does not hear of it.
+#[derive(Debug, Default)]
+struct ClientFault {
+    /// The size of the first message over the limit (0: none).
+    oversized: AtomicU64,
+    /// The body sent nothing for the idle timeout.
+    stalled: AtomicBool,
+}
+
+impl ClientFault {
+    fn is_set(&self) -> bool {
+        self.oversized.load(Ordering::Relaxed) > 0 || self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// The error the client gets, if it was at fault.
+    fn refusal(&self, proxy: &Proxy) -> Option<GatewayError> {
+        let size = self.oversized.load(Ordering::Relaxed);
+        if size > 0 {
+            return Some(GatewayError::MessageTooLarge {
+                size,
+                limit: proxy.max_message_bytes,
+            });
+        }
+        self.stalled
+            .load(Ordering::Relaxed)
+            .then_some(GatewayError::RequestBodyStalled(proxy.body_idle_timeout))
     }
 }
 
@@ -203,6 +249,10 @@ fn parse_grpc_timeout(value: &HeaderValue) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = text.split_at(text.len() - 1);
+    // Digits only: `u64`'s parser would also take a leading '+'.
+    if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
@@ -265,12 +315,17 @@ impl FrameScanner {
     }
 }
 
-/// The request body on its way upstream, cut off at the first oversized message.
+/// The request body on its way upstream, cut off at the first oversized
+/// message, or when the client sends nothing for `idle_timeout`.
 struct MessageLimit {
     inner: Body,
     limit: u64,
     scanner: FrameScanner,
-    oversized: Arc<AtomicU64>,
+    idle_timeout: Duration,
+    /// Armed only while the client keeps the body waiting, so a body that is
+    /// already whole (every unary call that arrives at once) sets no timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    fault: Arc<ClientFault>,
 }
 
 impl http_body::Body for MessageLimit {
@@ -280,12 +335,26 @@ impl http_body::Body for MessageLimit {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-            && let Err(size) = this.scanner.scan(data.chunk(), this.limit)
-        {
-            this.oversized.store(size, Ordering::Relaxed);
-            return Poll::Ready(Some(Err(tonic::Status::resource_exhausted("request message too large"))));
+        match &polled {
+            Poll::Pending if !this.idle_timeout.is_zero() => {
+                let timeout = this.idle_timeout;
+                let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    this.fault.stalled.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(tonic::Status::deadline_exceeded("request body stalled"))));
+                }
+            }
+            Poll::Pending => {}
+            Poll::Ready(frame) => {
+                this.idle = None;
+                if let Some(Ok(frame)) = frame
+                    && let Some(data) = frame.data_ref()
+                    && let Err(size) = this.scanner.scan(data.chunk(), this.limit)
+                {
+                    this.fault.oversized.store(size, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(tonic::Status::resource_exhausted("request message too large"))));
+                }
+            }
         }
         polled
     }
@@ -307,13 +376,17 @@ struct ReportOutcome {
     inner: Body,
     admitted: Option<AdmittedCall>,
     call: Option<ClientCall>,
+    /// A call the gateway cut off for the client's fault is not reported to the breaker.
+    fault: Arc<ClientFault>,
     /// The call counts as in flight at its endpoint until its response ends.
     _lease: Option<Lease<UpstreamConnection>>,
 }
 
 impl ReportOutcome {
     fn finish(&mut self, code: Code) {
-        if let Some(admitted) = self.admitted.take() {
+        if let Some(admitted) = self.admitted.take()
+            && !self.fault.is_set()
+        {
             admitted.finish(code);
         }
         if let Some(mut call) = self.call.take() {

@@ -485,6 +485,67 @@ async fn calls_held_open_count_against_their_own_subject_only() {
     held.into_iter().for_each(|call| call.abort());
 }
 
+/// A request body that stops sending is cut off after the idle timeout:
+/// DEADLINE_EXCEEDED for that caller, its upstream stream released, and the
+/// breaker does not count it, however many there are.
+#[tokio::test]
+async fn a_stalled_request_body_is_cut_off_and_never_counted_against_the_upstream() {
+    let services = Services::start().await;
+    let gateway = Gateway::start_with(
+        &services,
+        GatewayOptions {
+            request_body_idle_timeout_ms: 200,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let alice = admin_creates_user(&gateway, "alice@example.com").await;
+    let alice_token = gateway.keys.token(&alice, &[]);
+    let mallory = gateway.keys.token("mallory", &[]);
+
+    let stalled = (0..30).map(|_| {
+        let channel = gateway.channel.clone();
+        let token = mallory.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let started = Instant::now();
+            let status = grpc
+                .streaming(
+                    with_token(futures::stream::pending::<Vec<u8>>(), &token),
+                    http::uri::PathAndQuery::from_static("/suite.user.v1.UserService/GetUser"),
+                    suite_grpc::codec::EncodedBytes,
+                )
+                .await
+                .map(drop)
+                .unwrap_err();
+            (status, started.elapsed())
+        }
+    });
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(stalled))
+        .await
+        .expect("every stalled call is cut off");
+    for (status, waited) in outcomes {
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(waited >= Duration::from_millis(200), "cut off after {waited:?}");
+    }
+    let metrics = gateway.running.metrics().await;
+    assert!(
+        metrics.contains("client_circuit_state{dependency=\"user-service\"} 0"),
+        "the breaker stayed closed:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_upstream_errors_total{upstream=\"user-service\",kind=\"body_stalled\"} 30"),
+        "{metrics}"
+    );
+    // A call whose body arrives whole is not affected.
+    gateway
+        .users()
+        .get_user(with_token(user_pb::GetUserRequest { id: alice.clone() }, &alice_token))
+        .await
+        .unwrap();
+}
+
 /// Calls the user service's API has finished, from its RPC metrics.
 fn rpc_count(metrics: &str) -> u64 {
     metrics

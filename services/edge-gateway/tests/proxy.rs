@@ -124,6 +124,7 @@ async fn start() -> EchoSetup {
         trust_client_trace_context: false,
         routes: Some(routes),
         resolve_interval_ms: 30_000,
+        request_body_idle_timeout_ms: 10_000,
         listener: ListenerArgs::default(),
         auth: auth_args(&keys),
         rate_limit: RateLimitArgs::default(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use suite_db::PoolMetrics;
 use suite_grpc::client::{ClientMetrics, Dependency, Dial};
+use suite_grpc::process::UsageError;
 use suite_grpc::{GrpcServer, Listeners, PageTokens, Transport};
 use suite_proto::suite::order::v1::order_service_server::OrderServiceServer;
 use suite_tls::{MtlsConnector, SpiffeId};
@@ -13,6 +14,7 @@ use suite_tls::{MtlsConnector, SpiffeId};
 use crate::config::{Command, MigrateConfig, ServeConfig};
 use crate::grpc::OrderApi;
 use crate::migration::{MIGRATION_LOCK, Migrator};
+use crate::prices::PriceList;
 use crate::store::OrderStore;
 use crate::users::UserDirectory;
 
@@ -50,6 +52,7 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
 pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     // Security first: a service that cannot secure its port must not touch the database.
     let transport = config.security.load()?;
+    let prices = load_price_list(&config)?;
     let user_dial = user_service_dial(&config, &transport)?;
     let db = suite_db::connect(&config.database, DATABASE_NAME).await?;
     if config.migrate_on_start {
@@ -84,6 +87,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         users,
         PageTokens::new(config.page_token_secret.as_deref()),
         default_deadline,
+        prices,
     );
     let max_message = config.server.max_message_bytes;
     let service = OrderServiceServer::new(api)
@@ -101,6 +105,19 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         .serve(listeners, shutdown)
         .await?;
     Ok(())
+}
+
+/// `PRICE_LIST`, checked whole: a file that does not read or parse, or
+/// prices something no order could carry, is a configuration error (exit 64),
+/// never a replica serving with part of a list.
+fn load_price_list(config: &ServeConfig) -> anyhow::Result<Option<PriceList>> {
+    let Some(path) = &config.price_list else {
+        tracing::warn!("no PRICE_LIST configured: end users cannot create orders, and the back office must set every unit price");
+        return Ok(None);
+    };
+    let prices = PriceList::from_file(path).map_err(|error| UsageError(format!("PRICE_LIST {}: {error}", path.display())))?;
+    tracing::info!(path = %path.display(), skus = prices.len(), "price list loaded");
+    Ok(Some(prices))
 }
 
 /// How to reach the user service's replicas: over mutual TLS with this service's own

@@ -2,6 +2,7 @@
 //! environment fallback (12-factor); `--help` lists both.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,13 @@ pub struct ServeConfig {
     /// Secret that signs ListOrders page tokens; every replica needs the same one.
     #[arg(long, env = "PAGE_TOKEN_SECRET", hide_env_values = true)]
     pub page_token_secret: Option<String>,
+
+    /// TOML price list (`[prices]`, SKU = { currency_code, amount_minor }), read
+    /// at start-up; a bad file stops it (exit 64). End users order at these
+    /// prices only; admins and services may set their own, and get these for
+    /// any they leave out. Without it end users cannot create orders.
+    #[arg(long, env = "PRICE_LIST")]
+    pub price_list: Option<PathBuf>,
 
     #[command(flatten)]
     pub user_service: UserServiceArgs,

@@ -37,6 +37,13 @@ pub enum OrderError {
     Corrupt(Uuid),
     #[error("permission denied: {0}")]
     Denied(#[from] AccessDenied),
+    /// An end user without the admin role asked to confirm or ship an order
+    /// it may see (its own): that is the back office's word, not the buyer's.
+    #[error("end user may not {} order {id}", transition.verb())]
+    BackOfficeOnly { id: Uuid, transition: Transition },
+    /// An end user's order needs list prices and this replica has no list.
+    #[error("no price list is configured")]
+    NoPriceList,
     #[error("database error")]
     Database(#[source] DbErr),
 }
@@ -90,6 +97,16 @@ impl From<OrderError> for Status {
                 _ => status::internal(&OrderError::UserService(upstream)),
             },
             OrderError::Denied(denied) => Status::permission_denied(denied.to_string()),
+            OrderError::BackOfficeOnly { id, transition } => {
+                tracing::info!(order_id = %id, transition = transition.verb(), "an end user asked for a back-office status change; refused");
+                Status::permission_denied(format!(
+                    "only the back office may {} an order; end users may cancel their own",
+                    transition.verb()
+                ))
+            }
+            OrderError::NoPriceList => {
+                Status::failed_precondition("the order service has no price list, so it takes no orders from end users")
+            }
             OrderError::Corrupt(_) => status::internal(&error),
             OrderError::Database(error) => match suite_db::classify(&error) {
                 DbFailure::Unavailable => status::unavailable("the order database", &error),

@@ -1,6 +1,9 @@
 //! `suite.order.v1.OrderService` over gRPC: parses requests into domain
-//! values, checks users through the user service, calls the store, converts back.
+//! values, decides what the caller may do (owner or back office) and where
+//! its prices come from, checks users through the user service, calls the
+//! store, converts back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use suite_grpc::client::Deadline;
@@ -10,8 +13,9 @@ use suite_proto::suite::order::v1 as pb;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{NewOrder, Transition};
+use crate::domain::{OrderRequest, Pricing, Transition};
 use crate::error::OrderError;
+use crate::prices::PriceList;
 use crate::store::entity::order;
 use crate::store::{Created, OrderRecord, OrderStore};
 use crate::users::UserDirectory;
@@ -23,16 +27,35 @@ pub struct OrderApi {
     page_tokens: PageTokens,
     /// Deadline of the work for a request that came without one.
     default_deadline: Duration,
+    /// `PRICE_LIST`; without it only the back office creates orders.
+    prices: Option<Arc<PriceList>>,
 }
 
 impl OrderApi {
-    pub fn new(store: OrderStore, users: UserDirectory, page_tokens: PageTokens, default_deadline: Duration) -> Self {
+    pub fn new(
+        store: OrderStore,
+        users: UserDirectory,
+        page_tokens: PageTokens,
+        default_deadline: Duration,
+        prices: Option<PriceList>,
+    ) -> Self {
         Self {
             store,
             users,
             page_tokens,
             default_deadline,
+            prices: prices.map(Arc::new),
         }
+    }
+
+    /// Where `principal`'s unit prices come from: the back office may set
+    /// them, an end user only ever pays the list's, so an end user's order
+    /// needs a list.
+    fn pricing(&self, principal: &Principal) -> Result<Pricing<'_>, OrderError> {
+        if is_back_office(principal) {
+            return Ok(Pricing::BackOffice(self.prices.as_deref()));
+        }
+        self.prices.as_deref().map(Pricing::List).ok_or(OrderError::NoPriceList)
     }
 
     async fn transition(
@@ -49,7 +72,12 @@ impl OrderApi {
         let Some(id) = id else { unreachable!("violations were checked") };
         if *principal != Principal::Service {
             // End users change only their own orders; services skip this read.
+            // It comes before the back-office check, so that another user's
+            // order still answers exactly like a missing one.
             self.visible_order(principal, id).await?;
+        }
+        if transition.back_office_only() && !is_back_office(principal) {
+            return Err(OrderError::BackOfficeOnly { id, transition });
         }
         let record = self.store.transition(id, transition, version.flatten()).await?;
         to_proto(&record)
@@ -81,10 +109,12 @@ impl pb::order_service_server::OrderService for OrderApi {
     #[tracing::instrument(target = "log_fields", skip_all)]
     async fn create_order(&self, request: Request<pb::CreateOrderRequest>) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let deadline = Deadline::of_request(request.metadata(), self.default_deadline);
-        let new = NewOrder::parse(request.get_ref()).map_err(OrderError::from)?;
-        Principal::of(&request)
-            .require_owner(&new.user_id.to_string())
-            .map_err(OrderError::from)?;
+        let principal = Principal::of(&request);
+        let requested = OrderRequest::parse(request.get_ref()).map_err(OrderError::from)?;
+        principal.require_owner(&requested.user_id.to_string()).map_err(OrderError::from)?;
+        // Prices are settled before the key is looked up: the fingerprint
+        // covers the prices the order gets, whoever chose them.
+        let new = requested.priced(self.pricing(&principal)?).map_err(OrderError::from)?;
         let fingerprint = new.fingerprint();
         // A retry of a request that already succeeded needs no user check:
         // it answers even while the user service is down.
@@ -185,6 +215,13 @@ impl pb::order_service_server::OrderService for OrderApi {
             .await?;
         Ok(Response::new(pb::CancelOrderResponse { order: Some(order) }))
     }
+}
+
+/// The back office: a service (the authorization policy admitted it to the
+/// method) or an end user with the admin role. It may confirm and ship
+/// orders and set unit prices; other end users may do neither.
+fn is_back_office(principal: &Principal) -> bool {
+    principal.require_admin().is_ok()
 }
 
 fn invalid(field: &str, description: &str) -> OrderError {

@@ -63,7 +63,13 @@ impl FromStr for HostPort {
         if host.is_empty() || authority.as_str().contains('@') {
             return Err(invalid());
         }
-        let port = authority.port_u16().filter(|port| *port != 0).ok_or_else(invalid)?;
+        // Digits only: the port parser also takes a sign ("host:+1").
+        let port = authority
+            .port()
+            .filter(|port| port.as_str().bytes().all(|byte| byte.is_ascii_digit()))
+            .map(|port| port.as_u16())
+            .filter(|port| *port != 0)
+            .ok_or_else(invalid)?;
         if host.starts_with('[') && host.trim_matches(['[', ']']).parse::<std::net::Ipv6Addr>().is_err() {
             return Err(invalid());
         }
@@ -344,6 +350,7 @@ mod tests {
             ":50051",
             "user-service:0",
             "user-service:70000",
+            "user-service:+1",
             "user@host:1",
             "::1:50051",
             "[nonsense]:1",

@@ -70,13 +70,16 @@ impl DevCerts {
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
-    /// The TLS and policy environment `just up` gives the service `name`.
+    /// The TLS, policy and (for the order service) price list environment `just up` gives the service `name`.
     fn server_env(&self, command: &mut Command, name: &str) {
         command
             .env("TLS_CERT", self.path(&format!("{name}.pem")))
             .env("TLS_KEY", self.path(&format!("{name}-key.pem")))
             .env("TLS_CA", self.path("ca.pem"))
             .env("AUTHZ_POLICY", workspace_root().join(format!("config/dev/{name}.authz.toml")));
+        if name == "order-service" {
+            command.env("PRICE_LIST", workspace_root().join("config/dev/order-service.prices.toml"));
+        }
     }
 
     /// grpcurl's flags for calling as the operator.

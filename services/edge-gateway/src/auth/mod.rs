@@ -320,9 +320,11 @@ impl Authenticator {
             }
             self.decode(token, &key.decoding, key.algorithm)?
         };
+        // Visible ASCII only: the services read the forwarded subject as text
+        // (`to_str`), which a header value with other bytes would not be.
         let subject = HeaderValue::from_str(&claims.sub)
             .ok()
-            .filter(|subject| !subject.is_empty() && subject.len() <= 256)
+            .filter(|subject| !subject.is_empty() && subject.len() <= 256 && subject.to_str().is_ok())
             .ok_or(AuthFailure::Claims)?;
         let roles = self.roles(&claims.other);
         Ok(VerifiedToken {

@@ -301,6 +301,7 @@ impl Services {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             migrate_on_start: true,
             page_token_secret: Some("test-secret".into()),
+            price_list: Some(suite_testkit::workspace_root().join("config/dev/order-service.prices.toml")),
             user_service: user_args,
             database: order_db.config(),
             server: test_server_config(),
@@ -374,6 +375,7 @@ pub struct GatewayOptions {
     pub server: ServerConfig,
     /// Return once the gateway is ready (the default), or as soon as it runs.
     pub wait_until_ready: bool,
+    pub request_body_idle_timeout_ms: u64,
 }
 
 impl Default for GatewayOptions {
@@ -388,6 +390,7 @@ impl Default for GatewayOptions {
             adjust_auth: Box::new(|_| {}),
             server: test_server_config(),
             wait_until_ready: true,
+            request_body_idle_timeout_ms: 10_000,
         }
     }
 }
@@ -416,6 +419,7 @@ impl Gateway {
             trust_client_trace_context: false,
             routes: Some(services.routes_file(dir.path(), options.order_address.as_deref())),
             resolve_interval_ms: 30_000,
+            request_body_idle_timeout_ms: options.request_body_idle_timeout_ms,
             listener: ListenerArgs {
                 listener_tls_cert: Some(listener.cert),
                 listener_tls_key: Some(listener.key),

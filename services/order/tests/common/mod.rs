@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use order_service::config::{ServeConfig, UserServiceArgs};
@@ -142,16 +143,36 @@ pub fn fast_user_service_args(addr: SocketAddr) -> UserServiceArgs {
 }
 
 pub async fn start_order_service(database: DatabaseConfig, user_service: UserServiceArgs, security: SecurityArgs) -> Running {
-    let config = ServeConfig {
+    start_order_service_with_prices(database, user_service, security, None).await
+}
+
+/// The order service config the tests start, with `price_list` as `PRICE_LIST`.
+pub fn order_service_config(
+    database: DatabaseConfig,
+    user_service: UserServiceArgs,
+    security: SecurityArgs,
+    price_list: Option<PathBuf>,
+) -> ServeConfig {
+    ServeConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         migrate_on_start: true,
         page_token_secret: Some("test-secret".into()),
+        price_list,
         user_service,
         database,
         server: test_server_config(),
         security,
-    };
+    }
+}
+
+pub async fn start_order_service_with_prices(
+    database: DatabaseConfig,
+    user_service: UserServiceArgs,
+    security: SecurityArgs,
+    price_list: Option<PathBuf>,
+) -> Running {
+    let config = order_service_config(database, user_service, security, price_list);
     Running::start(config.grpc_addr, move |listeners, stop| {
         order_service::app::serve(config, listeners, async {
             let _ = stop.await;
@@ -266,9 +287,28 @@ pub struct EndUserSuite {
     _pki: TestPki,
 }
 
+/// The price list [`EndUserSuite::start`] gives the order service.
+pub const TEST_PRICES: &str = r#"
+[prices]
+A = { currency_code = "EUR", amount_minor = 100 }
+B = { currency_code = "EUR", amount_minor = 500 }
+DOLLAR-1 = { currency_code = "USD", amount_minor = 7 }
+"#;
+
 impl EndUserSuite {
+    /// With [`TEST_PRICES`] as the price list.
     pub async fn start(order_db: &TestDb) -> Self {
+        Self::start_with_prices(order_db, Some(TEST_PRICES)).await
+    }
+
+    /// With `prices` (TOML) as the price list, or none.
+    pub async fn start_with_prices(order_db: &TestDb, prices: Option<&str>) -> Self {
         let pki = TestPki::new();
+        let price_list = prices.map(|prices| {
+            let path = pki.dir.path().join("prices.toml");
+            std::fs::write(&path, prices).unwrap();
+            path
+        });
         let gateway = TestPki::id("edge-gateway");
         let operator = TestPki::id("operator");
         let user_policy = format!(
@@ -287,10 +327,11 @@ impl EndUserSuite {
             mtls(&pki, "user-service", &user_policy),
         )
         .await;
-        let order_service = start_order_service(
+        let order_service = start_order_service_with_prices(
             order_db.config(),
             fast_user_service_args(user_service.grpc_addr),
             mtls(&pki, "order-service", &order_policy),
+            price_list,
         )
         .await;
         let operator_cert = pki.service("operator");

@@ -48,7 +48,12 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
+    // Checked: the last character of a `&str` may be more than one byte.
+    let (digits, unit) = value.split_at_checked(value.len() - 1)?;
+    // Digits only: `u64`'s parser also takes a sign ("+5S").
+    if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.checked_mul(3600)?),
@@ -73,7 +78,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
         assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        for bad in ["", "S", "10", "10x", "-1S", "123456789S", "1.5S"] {
+        for bad in ["", "S", "10", "10x", "-1S", "+1S", "123456789S", "1.5S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }
@@ -96,5 +101,68 @@ mod tests {
             Deadline::after(Duration::from_millis(5)).for_outgoing(Duration::from_millis(50)),
             None
         );
+    }
+}
+
+/// `parse_grpc_timeout` is private and `Deadline` shows only the time left, so
+/// the exact durations it reads are checked here.
+#[cfg(test)]
+mod grpc_timeout_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(10_000);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    const UNITS: [(char, Duration); 6] = [
+        ('H', Duration::from_secs(3600)),
+        ('M', Duration::from_secs(60)),
+        ('S', Duration::from_secs(1)),
+        ('m', Duration::from_millis(1)),
+        ('u', Duration::from_micros(1)),
+        ('n', Duration::from_nanos(1)),
+    ];
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_read_only_as_the_spec_says(
+            text in prop_oneof![
+                "\\PC{0,12}",
+                "[+ -]?[0-9]{0,12}[HMSmunhs\u{e9}\u{2603} ]?",
+                "[0-9]{1,8}\\PC",
+            ]
+        ) {
+            let digits = text.get(..text.len().saturating_sub(1)).unwrap_or_default();
+            let unit = text.chars().last().and_then(|unit| UNITS.iter().find(|(name, _)| *name == unit));
+            let spec = match unit {
+                Some((_, size)) if (1..=8).contains(&digits.len()) && digits.bytes().all(|byte| byte.is_ascii_digit()) => {
+                    digits.parse::<u32>().ok().map(|amount| *size * amount)
+                }
+                _ => None,
+            };
+            prop_assert_eq!(parse_grpc_timeout(&text), spec, "{:?}", text);
+        }
+
+        #[test]
+        fn every_amount_in_every_unit_is_its_duration(amount in 0..=99_999_999_u32, unit in 0..UNITS.len(), width in 1..=8_usize) {
+            let (name, size) = UNITS[unit];
+            // Leading zeros included, as long as there are at most 8 digits.
+            let text = format!("{amount:0width$}{name}");
+            let expected = (text.len() <= 9).then(|| size * amount);
+            prop_assert_eq!(parse_grpc_timeout(&text), expected, "{:?}", text);
+        }
     }
 }
