@@ -6,7 +6,7 @@
 //! when its claims are valid. The JWKS parser (`KeySet::from_jwks`) takes any
 //! document without panicking too.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,18 +32,6 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// the clock moves while a case runs, and the verified-token cache compares
 /// `exp + leeway > now` where jsonwebtoken compares `exp >= now - leeway`.
 const CLOCK_SLACK: u64 = 5;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// The authenticator under test (test JWKS with ES256, RS256 and EdDSA keys,
 /// and an HS256 secret), its keys, and the runtime it runs on.
@@ -375,8 +363,6 @@ fn number_literal(now: u64) -> impl Strategy<Value = (String, Option<u64>)> {
 // --- properties --------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn any_authorization_header_is_refused_for_the_right_reason(
         value in prop::option::weighted(0.95, prop_oneof![

@@ -1,5 +1,6 @@
 //! Key rotation at a JWKS URL: the gateway picks up a new key when a token
-//! names it, and a flood of unknown key ids costs at most one fetch per interval.
+//! names it, a flood of unknown key ids costs at most one fetch per interval,
+//! and a slow issuer keeps waiting only the callers whose key it must supply.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,10 +18,12 @@ use suite_proto::suite::user::v1 as user_pb;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 
-/// A loopback HTTP server answering every GET with the current document, counting requests.
+/// A loopback HTTP server answering every GET with the current document
+/// (after `delay`, to play a slow issuer), counting requests.
 struct JwksServer {
     url: String,
     document: Arc<Mutex<String>>,
+    delay: Arc<Mutex<Duration>>,
     fetches: Arc<AtomicUsize>,
 }
 
@@ -30,11 +33,12 @@ impl JwksServer {
         let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
         let document = Arc::new(Mutex::new(document));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (document.clone(), fetches.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (served, counted, delayed) = (document.clone(), fetches.clone(), delay.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { return };
-                let (served, counted) = (served.clone(), counted.clone());
+                let (served, counted, delayed) = (served.clone(), counted.clone(), delayed.clone());
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buffer = [0_u8; 1024];
@@ -45,6 +49,8 @@ impl JwksServer {
                         }
                     }
                     counted.fetch_add(1, Ordering::SeqCst);
+                    let delay = *delayed.lock().unwrap();
+                    tokio::time::sleep(delay).await;
                     let body = served.lock().unwrap().clone();
                     let response = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -54,7 +60,12 @@ impl JwksServer {
                 });
             }
         });
-        Self { url, document, fetches }
+        Self {
+            url,
+            document,
+            delay,
+            fetches,
+        }
     }
 
     /// A gateway taking its keys from this server, fetching at most once per `min_refresh_ms`.
@@ -130,6 +141,54 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
     let _ = list(sign(&attacker, "bogus-again")).await;
     list(sign(&second, "k2")).await.unwrap();
     list(sign(&first, "k1")).await.unwrap();
+}
+
+/// The issuer takes 1.5 s to answer. The caller whose new key started the
+/// fetch gives up; the fetch goes on, and everyone who arrives meanwhile with an
+/// unknown key id waits for that one fetch together (no queue, no second fetch).
+#[tokio::test]
+async fn a_slow_issuer_is_fetched_once_for_everyone_and_a_caller_giving_up_cancels_nothing() {
+    let services = Services::start().await;
+    let first = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let second = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let jwks = JwksServer::start(format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &first))).await;
+    let gateway = Gateway::start_with(&services, jwks.gateway_options(1_000)).await;
+    let sign = |key: &rcgen::KeyPair, kid: &str| {
+        let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        sign_with(Algorithm::ES256, &encoding, Some(kid), &claims("ops", &["admin"]))
+    };
+    let list = |token: String| {
+        let mut users = gateway.users();
+        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
+    };
+    list(sign(&first, "k1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    *jwks.delay.lock().unwrap() = Duration::from_millis(1_500);
+    *jwks.document.lock().unwrap() = format!(r#"{{"keys":[{},{}]}}"#, es256_jwk("k1", &first), es256_jwk("k2", &second));
+    let impatient = tokio::time::timeout(Duration::from_millis(300), list(sign(&second, "k2"))).await;
+    assert!(impatient.is_err(), "the issuer answers after 1.5 s");
+
+    let started = std::time::Instant::now();
+    let attacker = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let flood: Vec<_> = (0..30).map(|index| list(sign(&attacker, &format!("bogus-{index}")))).collect();
+    let known = async {
+        let started = std::time::Instant::now();
+        list(sign(&first, "k1")).await.unwrap();
+        started.elapsed()
+    };
+    let (rotated, flood, known) = tokio::join!(list(sign(&second, "k2")), futures::future::join_all(flood), known);
+    rotated.unwrap();
+    assert!(known < Duration::from_millis(1_000), "a known key waited {known:?} on the issuer");
+    for result in flood {
+        assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "callers waited {:?} for a fetch under way for 0.3 s and taking 1.5 s",
+        started.elapsed()
+    );
+    assert_eq!(jwks.fetches(), 2, "one fetch at start-up, one for the rotation");
 }
 
 /// The issuer is down while the gateway starts: the gateway runs, refuses every

@@ -4,24 +4,12 @@
 //! valid, and then its line totals and total are the exact products and sum;
 //! a total that would not fit in an i64 is a violation, never a wrapped number.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 use order_service::domain::{Currency, MAX_ITEMS, MAX_QUANTITY, NewOrder, Status};
 use proptest::prelude::*;
 use suite_proto::suite::order::v1 as pb;
 use uuid::Uuid;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn valid_sku(sku: &str) -> bool {
     (1..=64).contains(&sku.len())
@@ -145,8 +133,6 @@ fn request() -> impl Strategy<Value = pb::CreateOrderRequest> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn a_request_is_accepted_exactly_when_valid_with_exact_totals(request in request()) {
         match (NewOrder::parse(&request), expected(&request)) {

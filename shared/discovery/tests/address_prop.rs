@@ -2,24 +2,12 @@
 //! text an operator or a routes file gives, parsing never panics, and what
 //! parses displays as it was written and parses again to the same value.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proptest::prelude::*;
 use suite_discovery::{HostPort, UpstreamAddress};
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A DNS name: one to four labels of letters, digits and inner hyphens.
 fn dns_name() -> impl Strategy<Value = String> {
@@ -71,8 +59,6 @@ fn written_port(text: &str) -> Option<u16> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn host_port_never_panics_and_what_parses_displays_as_written(text in address_like()) {
         if let Ok(parsed) = text.parse::<HostPort>() {

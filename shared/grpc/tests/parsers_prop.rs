@@ -3,7 +3,7 @@
 //! `x-request-id` header (with whatever trace context headers come beside it).
 //! No input panics, and each keeps its contract.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Once, OnceLock};
@@ -20,18 +20,6 @@ use suite_grpc::{KnownMethods, PageTokens, method_paths, split_method_path};
 use tonic::metadata::MetadataMap;
 use tower::{Layer as _, Service as _};
 use uuid::Uuid;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A header value made of any bytes a header may carry (anything but controls other than tab).
 fn header_bytes(max: usize) -> impl Strategy<Value = HeaderValue> {
@@ -216,8 +204,6 @@ fn install_propagators() {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn a_page_token_is_accepted_only_as_issued(secret in "\\PC{0,8}", scope in scope(), token in token_like()) {
         let tokens = PageTokens::new(Some(&secret));

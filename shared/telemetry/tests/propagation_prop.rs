@@ -4,7 +4,7 @@
 //! panics, a context that was read goes on to the next hop unchanged, one that
 //! was not is never made up, and stripping leaves no context header behind.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 use std::collections::BTreeMap;
 use std::sync::Once;
@@ -18,18 +18,6 @@ use suite_telemetry::context::{current_ids, inject_untraced, untraced_request};
 use suite_telemetry::{Propagator, propagation};
 
 const CONTEXT_HEADERS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn install() {
     static INSTALL: Once = Once::new();
@@ -139,8 +127,6 @@ fn baggage_of(context: &Context) -> BTreeMap<String, (String, String)> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn what_is_read_goes_on_unchanged_and_nothing_is_made_up(
         traceparent in traceparent(),

@@ -6,7 +6,7 @@
 //! bytes, the trust domain of lowercase letters, digits, '.', '-' and '_', each
 //! of the other two non-empty, not "." or "..", of letters, digits, '.', '-' and '_'.
 //!
-//! Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
+//! Cases per property: `PROPTEST_CASES` (10,000, set in `.cargo/config.toml`).
 
 use std::time::Duration;
 
@@ -17,18 +17,6 @@ use suite_devcerts::{CertificateAuthority, LeafSpec};
 use suite_tls::{CertificateSummary, IdentityError, SpiffeId};
 
 const MAX_LENGTH: usize = 2048;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn valid_trust_domain(text: &str) -> bool {
     !text.is_empty()
@@ -136,8 +124,6 @@ fn leaf_der() -> &'static [u8] {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn parsing_never_panics_and_follows_the_rules(text in id_like()) {
         let parsed = text.parse::<SpiffeId>();
@@ -205,8 +191,6 @@ proptest! {
 
 proptest! {
     // Each case signs a certificate: the most expensive property here, kept to its own block.
-    #![proptest_config(config())]
-
     #[test]
     fn a_certificate_names_its_one_valid_uri_san(uris in prop_oneof![
         3 => short_id_like().prop_map(|uri| vec![uri]),

@@ -164,10 +164,11 @@ impl UrlSource {
     }
 }
 
-struct LastFetch {
+/// Where fetching stands: when the last one started, and the one under way, if any.
+struct Refresh {
     started: Instant,
-    /// Digest of the document in use, so an unchanged document changes nothing.
-    digest: [u8; 32],
+    /// Set while a fetch runs; its receivers see `true` when it has finished.
+    under_way: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn digest(document: &[u8]) -> [u8; 32] {
@@ -182,8 +183,13 @@ pub struct KeyStore {
     loaded: AtomicBool,
     source: JwksSource,
     min_refresh: Duration,
-    /// Serialises fetches, and spaces out those an unknown kid asks for.
-    last_fetch: tokio::sync::Mutex<LastFetch>,
+    /// One fetch at a time; an unknown kid asks for one at most every `min_refresh`.
+    /// A plain mutex held for a few instructions, never across a fetch: callers
+    /// that find a fetch under way wait for its outcome together, and callers
+    /// within `min_refresh` of the last one return at once.
+    refresh: std::sync::Mutex<Refresh>,
+    /// Digest of the document in use, so an unchanged document changes nothing.
+    digest: std::sync::Mutex<[u8; 32]>,
     metrics: GatewayMetrics,
     /// Called after a new set is installed (to forget tokens verified with the old one).
     on_change: Box<dyn Fn() + Send + Sync>,
@@ -230,10 +236,11 @@ impl KeyStore {
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(first),
             loaded: AtomicBool::new(digest.is_some()),
-            last_fetch: tokio::sync::Mutex::new(LastFetch {
+            refresh: std::sync::Mutex::new(Refresh {
                 started: Instant::now(),
-                digest: digest.unwrap_or_default(),
+                under_way: None,
             }),
+            digest: std::sync::Mutex::new(digest.unwrap_or_default()),
             source,
             min_refresh,
             metrics,
@@ -259,34 +266,58 @@ impl KeyStore {
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(store) = weak.upgrade() else { return };
-                let mut last_fetch = store.last_fetch.lock().await;
-                store.fetch(&mut last_fetch).await;
+                if let Some(outcome) = store.start_fetch(Duration::ZERO) {
+                    wait_for(outcome).await;
+                }
                 wait = next(&store);
             }
         });
     }
 
     /// A token named a key id we do not have: fetch again, unless a fetch
-    /// started less than `min_refresh` ago. Concurrent callers wait for one fetch.
-    pub async fn refresh_for_unknown_kid(&self) {
-        let requested_at = Instant::now();
-        let mut last_fetch = self.last_fetch.lock().await;
-        // Another caller fetched while we waited for the lock, or one did recently.
-        if last_fetch.started >= requested_at || last_fetch.started.elapsed() < self.min_refresh {
-            return;
+    /// started less than `min_refresh` ago (then return at once). Callers that
+    /// arrive while a fetch is under way wait for that one; a caller that gives
+    /// up (its client went away) does not cancel it for the others.
+    pub async fn refresh_for_unknown_kid(self: &Arc<Self>) {
+        if let Some(outcome) = self.start_fetch(self.min_refresh) {
+            wait_for(outcome).await;
         }
-        self.fetch(&mut last_fetch).await;
     }
 
-    async fn fetch(&self, last_fetch: &mut LastFetch) {
-        last_fetch.started = Instant::now();
+    /// The fetch under way, or a new one if the last started at least `spacing`
+    /// ago; `None` when there is nothing to wait for.
+    fn start_fetch(self: &Arc<Self>, spacing: Duration) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let mut refresh = self.refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(under_way) = &refresh.under_way {
+            return Some(under_way.clone());
+        }
+        if refresh.started.elapsed() < spacing {
+            return None;
+        }
+        let (finished, outcome) = tokio::sync::watch::channel(false);
+        refresh.started = Instant::now();
+        refresh.under_way = Some(outcome.clone());
+        let store = self.clone();
+        tokio::spawn(async move {
+            store.fetch().await;
+            store.refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).under_way = None;
+            finished.send_replace(true);
+        });
+        Some(outcome)
+    }
+
+    async fn fetch(&self) {
         let parsed = self.source.read_key_set().await;
         match parsed {
-            Ok((digest, _)) if digest == last_fetch.digest => self.metrics.jwks_refresh(true),
             Ok((digest, set)) => {
                 self.metrics.jwks_refresh(true);
+                let mut in_use = self.digest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if *in_use == digest {
+                    return;
+                }
+                *in_use = digest;
+                drop(in_use);
                 tracing::info!(keys = set.len(), "JWKS changed; new keys in use");
-                last_fetch.digest = digest;
                 self.current.store(Arc::new(set));
                 self.loaded.store(true, Ordering::Release);
                 (self.on_change)();
@@ -297,4 +328,9 @@ impl KeyStore {
             }
         }
     }
+}
+
+/// Waits until a fetch has finished (or its task is gone, as at shutdown).
+async fn wait_for(mut outcome: tokio::sync::watch::Receiver<bool>) {
+    let _ = outcome.wait_for(|finished| *finished).await;
 }

@@ -112,19 +112,6 @@ mod grpc_timeout_properties {
 
     use super::*;
 
-    /// Cases per property: `PROPTEST_CASES`, 10,000 when it is unset.
-    fn config() -> ProptestConfig {
-        let cases = std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|cases| cases.parse().ok())
-            .unwrap_or(10_000);
-        ProptestConfig {
-            cases,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     const UNITS: [(char, Duration); 6] = [
         ('H', Duration::from_secs(3600)),
         ('M', Duration::from_secs(60)),
@@ -135,8 +122,6 @@ mod grpc_timeout_properties {
     ];
 
     proptest! {
-        #![proptest_config(config())]
-
         #[test]
         fn any_text_is_read_only_as_the_spec_says(
             text in prop_oneof![
