@@ -95,6 +95,20 @@ fn es256_jwk(kid: &str, key: &rcgen::KeyPair) -> String {
     )
 }
 
+/// An admin's token signed with `key`, naming `kid`.
+fn es256_token(key: &rcgen::KeyPair, kid: &str) -> String {
+    let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    sign_with(Algorithm::ES256, &encoding, Some(kid), &claims("ops", &["admin"]))
+}
+
+/// ListUsers through `gateway` with `token`.
+async fn list_users(gateway: &Gateway, token: String) -> Result<tonic::Response<user_pb::ListUsersResponse>, tonic::Status> {
+    gateway
+        .users()
+        .list_users(with_token(user_pb::ListUsersRequest::default(), &token))
+        .await
+}
+
 #[tokio::test]
 async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer() {
     let services = Services::start().await;
@@ -103,25 +117,20 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
     let jwks = JwksServer::start(format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &first))).await;
     let gateway = Gateway::start_with(&services, jwks.gateway_options(1_000)).await;
     assert_eq!(jwks.fetches(), 1, "loaded once at start-up");
-    let sign = |key: &rcgen::KeyPair, kid: &str| {
-        let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
-        sign_with(Algorithm::ES256, &encoding, Some(kid), &claims("ops", &["admin"]))
-    };
-    let list = |token: String| {
-        let mut users = gateway.users();
-        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
-    };
-    list(sign(&first, "k1")).await.unwrap();
+    let list = |token: String| list_users(&gateway, token);
+    list(es256_token(&first, "k1")).await.unwrap();
 
     // The issuer rotates: k2 appears. The first token naming it triggers a fetch.
     *jwks.document.lock().unwrap() = format!(r#"{{"keys":[{},{}]}}"#, es256_jwk("k1", &first), es256_jwk("k2", &second));
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    list(sign(&second, "k2")).await.unwrap();
+    list(es256_token(&second, "k2")).await.unwrap();
     assert_eq!(jwks.fetches(), 2);
 
     // Made-up key ids, right after a fetch: refused without fetching.
     let attacker = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let flood: Vec<_> = (0..50).map(|index| list(sign(&attacker, &format!("bogus-{index}")))).collect();
+    let flood: Vec<_> = (0..50)
+        .map(|index| list(es256_token(&attacker, &format!("bogus-{index}"))))
+        .collect();
     for result in futures::future::join_all(flood).await {
         assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
     }
@@ -129,7 +138,9 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
 
     // Once the interval has passed, a second flood costs exactly one fetch.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let flood: Vec<_> = (0..50).map(|index| list(sign(&attacker, &format!("again-{index}")))).collect();
+    let flood: Vec<_> = (0..50)
+        .map(|index| list(es256_token(&attacker, &format!("again-{index}"))))
+        .collect();
     for result in futures::future::join_all(flood).await {
         assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
     }
@@ -138,9 +149,9 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_cannot_flood_the_issuer(
     // The issuer goes away: the last good keys stay in use.
     *jwks.document.lock().unwrap() = "not json".into();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let _ = list(sign(&attacker, "bogus-again")).await;
-    list(sign(&second, "k2")).await.unwrap();
-    list(sign(&first, "k1")).await.unwrap();
+    let _ = list(es256_token(&attacker, "bogus-again")).await;
+    list(es256_token(&second, "k2")).await.unwrap();
+    list(es256_token(&first, "k1")).await.unwrap();
 }
 
 /// The issuer takes 1.5 s to answer. The caller whose new key started the
@@ -153,31 +164,26 @@ async fn a_slow_issuer_is_fetched_once_for_everyone_and_a_caller_giving_up_cance
     let second = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let jwks = JwksServer::start(format!(r#"{{"keys":[{}]}}"#, es256_jwk("k1", &first))).await;
     let gateway = Gateway::start_with(&services, jwks.gateway_options(1_000)).await;
-    let sign = |key: &rcgen::KeyPair, kid: &str| {
-        let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
-        sign_with(Algorithm::ES256, &encoding, Some(kid), &claims("ops", &["admin"]))
-    };
-    let list = |token: String| {
-        let mut users = gateway.users();
-        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
-    };
-    list(sign(&first, "k1")).await.unwrap();
+    let list = |token: String| list_users(&gateway, token);
+    list(es256_token(&first, "k1")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     *jwks.delay.lock().unwrap() = Duration::from_millis(1_500);
     *jwks.document.lock().unwrap() = format!(r#"{{"keys":[{},{}]}}"#, es256_jwk("k1", &first), es256_jwk("k2", &second));
-    let impatient = tokio::time::timeout(Duration::from_millis(300), list(sign(&second, "k2"))).await;
+    let impatient = tokio::time::timeout(Duration::from_millis(300), list(es256_token(&second, "k2"))).await;
     assert!(impatient.is_err(), "the issuer answers after 1.5 s");
 
     let started = std::time::Instant::now();
     let attacker = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let flood: Vec<_> = (0..30).map(|index| list(sign(&attacker, &format!("bogus-{index}")))).collect();
+    let flood: Vec<_> = (0..30)
+        .map(|index| list(es256_token(&attacker, &format!("bogus-{index}"))))
+        .collect();
     let known = async {
         let started = std::time::Instant::now();
-        list(sign(&first, "k1")).await.unwrap();
+        list(es256_token(&first, "k1")).await.unwrap();
         started.elapsed()
     };
-    let (rotated, flood, known) = tokio::join!(list(sign(&second, "k2")), futures::future::join_all(flood), known);
+    let (rotated, flood, known) = tokio::join!(list(es256_token(&second, "k2")), futures::future::join_all(flood), known);
     rotated.unwrap();
     assert!(known < Duration::from_millis(1_000), "a known key waited {known:?} on the issuer");
     for result in flood {
@@ -219,17 +225,8 @@ async fn a_gateway_started_while_the_jwks_url_is_down_waits_unready_and_recovers
     };
     const SERVING: i32 = 1;
     const NOT_SERVING: i32 = 2;
-    let token = sign_with(
-        Algorithm::ES256,
-        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
-        Some("k1"),
-        &claims("ops", &["admin"]),
-    );
-    let list = || {
-        let mut users = gateway.users();
-        let token = token.clone();
-        async move { users.list_users(with_token(user_pb::ListUsersRequest::default(), &token)).await }
-    };
+    let token = es256_token(&key, "k1");
+    let list = || list_users(&gateway, token.clone());
 
     assert_eq!(health("").await, NOT_SERVING, "ready without keys");
     assert_eq!(health(suite_grpc::LIVENESS_SERVICE).await, SERVING);
