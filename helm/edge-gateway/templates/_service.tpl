@@ -148,8 +148,20 @@ routes.toml: |
   {{- with .windowMs }}
   breaker_window_ms = {{ . }}
   {{- end }}
+  {{- with .consecutiveFailures }}
+  breaker_consecutive_failures = {{ . }}
+  {{- end }}
+  {{- with .slowCallMs }}
+  breaker_slow_call_ms = {{ . }}
+  {{- end }}
+  {{- with .slowCallRatio }}
+  breaker_slow_call_ratio = {{ . }}
+  {{- end }}
   {{- with .openMs }}
   breaker_open_ms = {{ . }}
+  {{- end }}
+  {{- with .openMaxMs }}
+  breaker_open_max_ms = {{ . }}
   {{- end }}
   {{- with .halfOpenProbes }}
   breaker_half_open_probes = {{ . }}

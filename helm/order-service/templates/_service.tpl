@@ -18,8 +18,18 @@
   value: {{ $users.breaker.minRequests | quote }}
 - name: USER_SERVICE_BREAKER_FAILURE_RATIO
   value: {{ $users.breaker.failureRatio | quote }}
+- name: USER_SERVICE_BREAKER_SLOW_CALL_MS
+  value: {{ $users.breaker.slowCallMs | quote }}
+- name: USER_SERVICE_BREAKER_SLOW_CALL_RATIO
+  value: {{ $users.breaker.slowCallRatio | quote }}
+- name: USER_SERVICE_BREAKER_CONSECUTIVE_FAILURES
+  value: {{ $users.breaker.consecutiveFailures | quote }}
 - name: USER_SERVICE_BREAKER_OPEN_MS
   value: {{ $users.breaker.openMs | quote }}
+- name: USER_SERVICE_BREAKER_OPEN_MAX_MS
+  value: {{ $users.breaker.openMaxMs | quote }}
+- name: USER_SERVICE_BREAKER_HALF_OPEN_PROBES
+  value: {{ $users.breaker.halfOpenProbes | quote }}
 {{ include "suite.secretEnv" (list . "PAGE_TOKEN_SECRET" .Values.pageToken) }}
 - name: AUTHZ_POLICY
   value: /etc/suite/config/authz.toml

@@ -5,9 +5,14 @@
 //! size limit (read from each message's 5-byte gRPC prefix as it passes), and
 //! reports each call's final status to the upstream's circuit breaker, to the
 //! client call latency histogram and, when tracing, to the call's client span.
-//! Each call goes to one of the upstream's endpoints, chosen by its pool; one
-//! that cannot be reached before anything was sent is set aside and the call
-//! goes to another. A unary call that an endpoint turned away unprocessed (its
+//! The breaker hears only what the upstream did: not a call the client cut off
+//! or sent too much for, nor a DEADLINE_EXCEEDED under a `grpc-timeout` shorter
+//! than a healthy call may take. An upstream that sends no response headers
+//! within the call's `grpc-timeout` is answered DEADLINE_EXCEEDED by the gateway,
+//! so a frozen upstream is seen. Each call goes to one of the upstream's
+//! endpoints, chosen by its pool; one that cannot be reached before anything was
+//! sent is set aside and the call goes to another, and one failing calls in a
+//! row is set aside as well. A unary call that an endpoint turned away unprocessed (its
 //! graceful GOAWAY left the call's stream out, as a draining server's can, or it
 //! refused the stream) goes to another as well, the endpoint not set aside.
 
@@ -23,7 +28,7 @@ use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use suite_balance::Lease;
 use suite_grpc::KnownMethods;
-use suite_grpc::client::{AdmittedCall, ClientCall};
+use suite_grpc::client::{AdmittedCall, ClientCall, Verdict};
 use tonic::Code;
 use tonic::body::Body;
 
@@ -73,14 +78,16 @@ impl Proxy {
         received_at: Instant,
     ) -> Result<http::Response<Body>, GatewayError> {
         let (mut parts, body) = request.into_parts();
+        let mut allowed = None;
         if let Some(timeout) = parts.headers.get(GRPC_TIMEOUT).and_then(parse_grpc_timeout) {
             let remaining = timeout.saturating_sub(received_at.elapsed());
             if remaining.is_zero() {
                 return Err(GatewayError::DeadlineExceeded);
             }
             parts.headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(remaining));
+            allowed = Some(remaining);
         }
-        let admitted = upstream.resilience.admit().map_err(|status| {
+        let admitted = upstream.resilience.admit(allowed).map_err(|status| {
             let kind = if status.code() == Code::Unavailable {
                 "circuit_open"
             } else {
@@ -106,7 +113,20 @@ impl Proxy {
             fault: fault.clone(),
         });
         let request = http::Request::from_parts(parts, body);
-        let (outcome, lease) = send_to_an_endpoint(upstream, request).await;
+        let sent = send_to_an_endpoint(upstream, request);
+        let (outcome, lease) = match allowed {
+            None => sent.await,
+            Some(allowed) => match tokio::time::timeout(allowed, sent).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    // The endpoint's lease went with the dropped send: the breaker judges the upstream.
+                    admitted.finish(Code::DeadlineExceeded);
+                    call.finish(Code::DeadlineExceeded);
+                    self.metrics.upstream_error(upstream.name, "deadline");
+                    return Err(GatewayError::DeadlineExceeded);
+                }
+            },
+        };
         match outcome {
             Err(error) => {
                 // We cut the request off; the upstream is not to blame.
@@ -114,7 +134,7 @@ impl Proxy {
                     drop(admitted);
                     return Err(self.client_fault(upstream, refusal, &mut call));
                 }
-                admitted.finish(Code::Unavailable);
+                judge_endpoint(lease.as_ref(), admitted.finish(Code::Unavailable));
                 call.finish(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
                 tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
@@ -130,7 +150,7 @@ impl Proxy {
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
-                    admitted.finish(code);
+                    judge_endpoint(lease.as_ref(), admitted.finish(code));
                     call.finish(code);
                     return Ok(response);
                 }
@@ -140,7 +160,7 @@ impl Proxy {
                     admitted: Some(admitted),
                     call: Some(call),
                     fault,
-                    _lease: lease,
+                    lease,
                 });
                 Ok(http::Response::from_parts(parts, body))
             }
@@ -212,10 +232,8 @@ async fn send_to_an_endpoint(
             None => break,
         };
         match lease.connection().send(request).await {
-            Ok(response) => {
-                lease.reached();
-                return (Ok(response), Some(lease));
-            }
+            // Whether the endpoint is trusted again depends on the call's status.
+            Ok(response) => return (Ok(response), Some(lease)),
             Err(SendError::Failed(error)) => return (Err(error), Some(lease)),
             Err(SendError::WentAway(unsent, error)) => {
                 // Not set aside: the endpoint answered. If it is draining, the next
@@ -235,6 +253,16 @@ async fn send_to_an_endpoint(
         }
     }
     (Err(failure), None)
+}
+
+/// Tells the endpoint's pool how the call went there.
+fn judge_endpoint(lease: Option<&Lease<UpstreamConnection>>, verdict: Verdict) {
+    let Some(lease) = lease else { return };
+    match verdict {
+        Verdict::Answered { .. } => lease.reached(),
+        Verdict::Failed => lease.failed(),
+        Verdict::Silent => {}
+    }
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
@@ -379,7 +407,7 @@ struct ReportOutcome {
     /// A call the gateway cut off for the client's fault is not reported to the breaker.
     fault: Arc<ClientFault>,
     /// The call counts as in flight at its endpoint until its response ends.
-    _lease: Option<Lease<UpstreamConnection>>,
+    lease: Option<Lease<UpstreamConnection>>,
 }
 
 impl ReportOutcome {
@@ -387,7 +415,7 @@ impl ReportOutcome {
         if let Some(admitted) = self.admitted.take()
             && !self.fault.is_set()
         {
-            admitted.finish(code);
+            judge_endpoint(self.lease.as_ref(), admitted.finish(code));
         }
         if let Some(mut call) = self.call.take() {
             call.finish(code);

@@ -10,8 +10,9 @@
 //! # identity = "spiffe://suite.local/ns/prod/sa/user-service"
 //! #   default: the gateway's trust domain and namespace, service account = name
 //! # max_concurrent_calls = 1024       # bulkhead
-//! # breaker_failure_ratio = 0.5, breaker_min_requests = 20,
-//! # breaker_window_ms = 10000, breaker_open_ms = 5000, breaker_half_open_probes = 3
+//! # breaker_consecutive_failures = 5, breaker_failure_ratio = 0.5, breaker_min_requests = 20,
+//! # breaker_window_ms = 10000, breaker_slow_call_ms = 1000, breaker_slow_call_ratio = 0.5,
+//! # breaker_open_ms = 1000, breaker_open_max_ms = 10000, breaker_half_open_probes = 1
 //! ```
 //!
 //! An upstream's address stands for every address its names resolve to (a
@@ -24,7 +25,8 @@
 //! before anything of it was sent; once sent, the proxy never retries, since it
 //! streams bodies it cannot replay. The breaker and bulkhead ([`Resilience`]) are
 //! per upstream: they protect the gateway and the service as a whole, while an
-//! endpoint that cannot be reached is set aside by the pool, per endpoint.
+//! endpoint that cannot be reached, or fails calls in a row, is set aside by
+//! the pool, per endpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -70,10 +72,14 @@ pub struct UpstreamSpec {
     pub services: Vec<String>,
     pub identity: Option<String>,
     pub max_concurrent_calls: Option<usize>,
+    pub breaker_consecutive_failures: Option<u32>,
     pub breaker_failure_ratio: Option<f64>,
     pub breaker_min_requests: Option<u64>,
     pub breaker_window_ms: Option<u64>,
+    pub breaker_slow_call_ms: Option<u64>,
+    pub breaker_slow_call_ratio: Option<f64>,
     pub breaker_open_ms: Option<u64>,
+    pub breaker_open_max_ms: Option<u64>,
     pub breaker_half_open_probes: Option<u32>,
 }
 
@@ -85,10 +91,14 @@ impl UpstreamSpec {
             services: vec![service.to_owned()],
             identity: None,
             max_concurrent_calls: None,
+            breaker_consecutive_failures: None,
             breaker_failure_ratio: None,
             breaker_min_requests: None,
             breaker_window_ms: None,
+            breaker_slow_call_ms: None,
+            breaker_slow_call_ratio: None,
             breaker_open_ms: None,
+            breaker_open_max_ms: None,
             breaker_half_open_probes: None,
         }
     }
@@ -109,17 +119,22 @@ impl UpstreamSpec {
     /// The client stack's settings: the suite's defaults, a larger bulkhead, and what the file overrides.
     pub fn dependency_config(&self) -> DependencyConfig {
         let defaults = DependencyConfig::default();
+        let breaker = defaults.breaker;
         let ms = Duration::from_millis;
         DependencyConfig {
             // Never used: the proxy does not retry.
             max_attempts: 1,
             max_concurrent_calls: self.max_concurrent_calls.unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS).max(1),
             breaker: BreakerConfig {
-                window: self.breaker_window_ms.map_or(defaults.breaker.window, ms),
-                min_requests: self.breaker_min_requests.unwrap_or(defaults.breaker.min_requests),
-                failure_ratio: self.breaker_failure_ratio.unwrap_or(defaults.breaker.failure_ratio),
-                open_for: self.breaker_open_ms.map_or(defaults.breaker.open_for, ms),
-                half_open_probes: self.breaker_half_open_probes.unwrap_or(defaults.breaker.half_open_probes).max(1),
+                window: self.breaker_window_ms.map_or(breaker.window, ms),
+                min_requests: self.breaker_min_requests.unwrap_or(breaker.min_requests),
+                failure_ratio: self.breaker_failure_ratio.unwrap_or(breaker.failure_ratio),
+                consecutive_failures: self.breaker_consecutive_failures.unwrap_or(breaker.consecutive_failures).max(1),
+                slow_call: self.breaker_slow_call_ms.map_or(breaker.slow_call, ms),
+                slow_call_ratio: self.breaker_slow_call_ratio.unwrap_or(breaker.slow_call_ratio),
+                open_for: self.breaker_open_ms.map_or(breaker.open_for, ms),
+                open_for_max: self.breaker_open_max_ms.map_or(breaker.open_for_max, ms),
+                half_open_probes: self.breaker_half_open_probes.unwrap_or(breaker.half_open_probes).max(1),
             },
             ..defaults
         }

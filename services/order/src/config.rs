@@ -129,20 +129,36 @@ pub struct UserServiceArgs {
     #[arg(long, env = "USER_SERVICE_BREAKER_WINDOW_MS", default_value_t = 10_000)]
     pub user_service_breaker_window_ms: u64,
 
-    /// ... opens once at least this many calls ...
+    /// ... and opens once at least this many calls in it ...
     #[arg(long, env = "USER_SERVICE_BREAKER_MIN_REQUESTS", default_value_t = 20)]
     pub user_service_breaker_min_requests: u64,
 
-    /// ... failed at this ratio or more (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN) ...
+    /// ... failed at this ratio or more (UNAVAILABLE, a transport failure, RESOURCE_EXHAUSTED,
+    /// DEADLINE_EXCEEDED under a deadline of at least the slow-call threshold) ...
     #[arg(long, env = "USER_SERVICE_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
     pub user_service_breaker_failure_ratio: f64,
 
-    /// ... and stays open this long before letting probes through.
-    #[arg(long, env = "USER_SERVICE_BREAKER_OPEN_MS", default_value_t = 5_000)]
+    /// ... or took the slow-call threshold or longer at this ratio or more;
+    #[arg(long, env = "USER_SERVICE_BREAKER_SLOW_CALL_RATIO", default_value_t = 0.5)]
+    pub user_service_breaker_slow_call_ratio: f64,
+
+    #[arg(long, env = "USER_SERVICE_BREAKER_SLOW_CALL_MS", default_value_t = 1_000)]
+    pub user_service_breaker_slow_call_ms: u64,
+
+    /// or at once when this many calls in a row failed.
+    #[arg(long, env = "USER_SERVICE_BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
+    pub user_service_breaker_consecutive_failures: u32,
+
+    /// Open this long before a probe goes through; doubled each time a probe fails ...
+    #[arg(long, env = "USER_SERVICE_BREAKER_OPEN_MS", default_value_t = 1_000)]
     pub user_service_breaker_open_ms: u64,
 
-    /// Probes let through half-open; as many successes close the breaker.
-    #[arg(long, env = "USER_SERVICE_BREAKER_HALF_OPEN_PROBES", default_value_t = 3)]
+    /// ... up to this.
+    #[arg(long, env = "USER_SERVICE_BREAKER_OPEN_MAX_MS", default_value_t = 10_000)]
+    pub user_service_breaker_open_max_ms: u64,
+
+    /// Probes let through at once half-open; the first answered closes the breaker.
+    #[arg(long, env = "USER_SERVICE_BREAKER_HALF_OPEN_PROBES", default_value_t = 1)]
     pub user_service_breaker_half_open_probes: u32,
 
     /// Calls to the user service in flight at once; more fail at once with RESOURCE_EXHAUSTED.
@@ -166,7 +182,11 @@ impl UserServiceArgs {
                 window: ms(self.user_service_breaker_window_ms),
                 min_requests: self.user_service_breaker_min_requests,
                 failure_ratio: self.user_service_breaker_failure_ratio,
+                consecutive_failures: self.user_service_breaker_consecutive_failures.max(1),
+                slow_call: ms(self.user_service_breaker_slow_call_ms),
+                slow_call_ratio: self.user_service_breaker_slow_call_ratio,
                 open_for: ms(self.user_service_breaker_open_ms),
+                open_for_max: ms(self.user_service_breaker_open_max_ms),
                 half_open_probes: self.user_service_breaker_half_open_probes.max(1),
             },
             max_concurrent_calls: self.user_service_max_concurrent_calls.max(1),

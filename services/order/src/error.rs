@@ -93,8 +93,17 @@ impl From<OrderError> for Status {
                     Status::unavailable(format!("the user service is unavailable ({}); retry later", upstream.message()))
                 }
                 Code::DeadlineExceeded | Code::Cancelled => Status::new(upstream.code(), upstream.message()),
-                // A refused identity or a broken contract is this deployment's fault, not the caller's.
-                _ => status::internal(&OrderError::UserService(upstream)),
+                // A refused identity, a broken contract or the user service's own fault: this
+                // deployment's problem, never the caller's, and never INTERNAL, which callers
+                // take as not worth retrying. Its message stays in the log.
+                code => {
+                    tracing::error!(
+                        ?code,
+                        message = upstream.message(),
+                        "the user service failed a call it should have answered"
+                    );
+                    Status::unavailable("the user service failed; retry later")
+                }
             },
             OrderError::Denied(denied) => Status::permission_denied(denied.to_string()),
             OrderError::BackOfficeOnly { id, transition } => {

@@ -6,7 +6,9 @@
 //! (two endpoints drawn at random, the less busy one taken), which spreads load
 //! evenly without a queue or a lock on the call path. An endpoint whose call
 //! failed to reach it is set aside for a while (longer each time it fails again)
-//! unless nothing else is left, and the endpoints are re-resolved soon. An
+//! unless nothing else is left, and the endpoints are re-resolved soon; so is one
+//! that reached fails [`FAILURES_TO_SET_ASIDE`] calls in a row (frozen, shedding
+//! load): outlier ejection, as Envoy calls it, so the others carry its calls. An
 //! endpoint that discovery no longer lists leaves the pool at once: no new call
 //! goes there, and the calls it has finish on its connection, which closes when
 //! the last of them lets go.
@@ -30,6 +32,10 @@ use suite_discovery::Endpoints;
 const FIRST_SET_ASIDE: Duration = Duration::from_millis(500);
 /// ... doubling with each failure in a row, up to this.
 const LONGEST_SET_ASIDE: Duration = Duration::from_secs(30);
+/// Failed calls in a row (the endpoint reached, but unavailable or too slow)
+/// that set an endpoint aside. More than one, so that a single unlucky call
+/// does not; few, so that a frozen replica costs few callers a full deadline.
+pub const FAILURES_TO_SET_ASIDE: u32 = 3;
 
 /// The replicas of one dependency and a connection to each. Cheap to clone; clones share state.
 pub struct Pool<C> {
@@ -69,8 +75,10 @@ struct Member<C> {
     addr: SocketAddr,
     connection: C,
     in_flight: AtomicUsize,
-    /// Failures in a row.
+    /// Failed calls in a row.
     failures: AtomicU32,
+    /// Times set aside since it last answered: each doubles the time.
+    set_asides: AtomicU32,
     /// Milliseconds since the pool's epoch until which the endpoint is set aside.
     set_aside_until: AtomicU64,
 }
@@ -82,6 +90,7 @@ impl<C> Member<C> {
             connection,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
+            set_asides: AtomicU32::new(0),
             set_aside_until: AtomicU64::new(0),
         }
     }
@@ -227,22 +236,56 @@ impl<C> Lease<C> {
     /// The call could not reach the endpoint (no connection, the connection broke):
     /// it is set aside for a while and the endpoints are re-resolved soon.
     pub fn unreachable(&self) {
-        let failures = self.member.failures.fetch_add(1, Ordering::Relaxed);
-        let set_aside = FIRST_SET_ASIDE.saturating_mul(1 << failures.min(16)).min(LONGEST_SET_ASIDE);
-        let until = self.pool.epoch.elapsed() + set_aside;
-        self.member
-            .set_aside_until
-            .store(u64::try_from(until.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        tracing::debug!(endpoint = %self.member.addr, ?set_aside, "endpoint unreachable; set aside");
-        self.pool.endpoints.refresh_soon();
+        self.member.failures.fetch_add(1, Ordering::Relaxed);
+        if self.set_aside() {
+            self.pool.endpoints.refresh_soon();
+        }
     }
 
-    /// The call reached the endpoint: it is trusted again.
+    /// The endpoint was reached but failed the call in a way that says it is
+    /// unwell (unavailable, shedding load, no answer within the deadline): after
+    /// [`FAILURES_TO_SET_ASIDE`] in a row it is set aside.
+    pub fn failed(&self) {
+        let failures = self.member.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= FAILURES_TO_SET_ASIDE {
+            self.set_aside();
+        }
+    }
+
+    /// The endpoint answered: it is trusted again.
     pub fn reached(&self) {
-        if self.member.failures.load(Ordering::Relaxed) != 0 {
+        if self.member.failures.load(Ordering::Relaxed) != 0 || self.member.set_asides.load(Ordering::Relaxed) != 0 {
             self.member.failures.store(0, Ordering::Relaxed);
+            self.member.set_asides.store(0, Ordering::Relaxed);
             self.member.set_aside_until.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Sets the endpoint aside, unless it already is (the calls that were in
+    /// flight when it failed, failing one after the other, do not lengthen it):
+    /// the first time for [`FIRST_SET_ASIDE`], doubling each time after until it
+    /// answers again. Whether it was set aside now.
+    fn set_aside(&self) -> bool {
+        let now = self.pool.epoch.elapsed();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let current = self.member.set_aside_until.load(Ordering::Relaxed);
+        if current > now_ms {
+            return false;
+        }
+        let times = self.member.set_asides.fetch_add(1, Ordering::Relaxed);
+        let set_aside = FIRST_SET_ASIDE.saturating_mul(1 << times.min(16)).min(LONGEST_SET_ASIDE);
+        let until = u64::try_from((now + set_aside).as_millis()).unwrap_or(u64::MAX);
+        if self
+            .member
+            .set_aside_until
+            .compare_exchange(current, until, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            // Another call set it aside at the same moment.
+            return false;
+        }
+        tracing::warn!(endpoint = %self.member.addr, ?set_aside, "endpoint failing; set aside");
+        true
     }
 }
 
@@ -333,6 +376,21 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(pool.pick(None).unwrap().addr(), addr(3), "set aside");
         }
+        // Failed calls set an endpoint aside only when they come in a row.
+        let failing = self::pool(&[addr(2), addr(3)]);
+        for _ in 0..FAILURES_TO_SET_ASIDE - 1 {
+            failing.pick(Some(addr(3))).unwrap().failed();
+        }
+        failing.pick(Some(addr(3))).unwrap().reached();
+        for _ in 0..FAILURES_TO_SET_ASIDE - 1 {
+            failing.pick(Some(addr(3))).unwrap().failed();
+        }
+        assert_eq!(failing.pick(Some(addr(3))).unwrap().addr(), addr(2), "not yet set aside");
+        failing.pick(Some(addr(3))).unwrap().failed();
+        for _ in 0..50 {
+            assert_eq!(failing.pick(None).unwrap().addr(), addr(3), "set aside after failures in a row");
+        }
+
         // Nothing else left: a set-aside endpoint is still tried.
         let single = self::pool(&[addr(2)]);
         single.pick(None).unwrap().unreachable();

@@ -90,6 +90,7 @@ fn dependency(addr: SocketAddr, config: DependencyConfig) -> (Dependency, Regist
 fn lenient_breaker() -> BreakerConfig {
     BreakerConfig {
         min_requests: u64::MAX,
+        consecutive_failures: u32::MAX,
         ..DependencyConfig::default().breaker
     }
 }
@@ -146,7 +147,11 @@ async fn writes_are_never_retried() {
         ..Script::default()
     })
     .await;
-    let (dependency, _registry) = dependency(addr, DependencyConfig::default());
+    let config = DependencyConfig {
+        breaker: lenient_breaker(),
+        ..DependencyConfig::default()
+    };
+    let (dependency, _registry) = dependency(addr, config);
     for _ in 0..10 {
         check(&dependency, seconds(5), Idempotency::NotIdempotent).await.unwrap_err();
     }
@@ -163,11 +168,8 @@ async fn breaker_opens_fails_fast_then_closes_after_recovery() {
     let config = DependencyConfig {
         max_attempts: 1,
         breaker: BreakerConfig {
-            window: Duration::from_secs(10),
-            min_requests: 5,
-            failure_ratio: 0.5,
             open_for: Duration::from_millis(300),
-            half_open_probes: 2,
+            ..DependencyConfig::default().breaker
         },
         ..DependencyConfig::default()
     };
@@ -202,8 +204,132 @@ async fn breaker_opens_fails_fast_then_closes_after_recovery() {
     script.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(350)).await;
     check(&dependency, seconds(5), Idempotency::Idempotent).await.unwrap();
-    check(&dependency, seconds(5), Idempotency::Idempotent).await.unwrap();
+    assert_eq!(
+        dependency.circuit_state(),
+        BreakerState::Closed,
+        "the first answered probe closes it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_retry_returns_what_the_dependency_said() {
+    let (addr, _script) = serve(Script {
+        failing: AtomicBool::new(true),
+        ..Script::default()
+    })
+    .await;
+    let config = DependencyConfig {
+        max_attempts: 3,
+        backoff_base: Duration::from_millis(1),
+        breaker: BreakerConfig {
+            consecutive_failures: 1,
+            ..lenient_breaker()
+        },
+        ..DependencyConfig::default()
+    };
+    let (dependency, _registry) = dependency(addr, config);
+    let status = check(&dependency, seconds(5), Idempotency::Idempotent).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().starts_with("scripted outage (not retried:") && status.message().contains("circuit breaker is open"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_dependency_opens_the_breaker_but_short_deadlines_of_callers_do_not() {
+    let (addr, script) = serve(Script {
+        delay: Some(Duration::from_secs(30)),
+        ..Script::default()
+    })
+    .await;
+    let config = DependencyConfig {
+        max_attempts: 1,
+        breaker: BreakerConfig {
+            slow_call: Duration::from_millis(200),
+            ..DependencyConfig::default().breaker
+        },
+        ..DependencyConfig::default()
+    };
+    let (dependency, _registry) = dependency(addr, config);
+    // Callers who give it less than a healthy call may take: their deadlines are their own.
+    for _ in 0..50 {
+        let status = check(&dependency, Deadline::after(Duration::from_millis(20)), Idempotency::Idempotent)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+    }
     assert_eq!(dependency.circuit_state(), BreakerState::Closed);
+    // Callers who gave it enough: five in a row, all at once, open it.
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let dependency = dependency.clone();
+            tokio::spawn(async move { check(&dependency, Deadline::after(Duration::from_millis(300)), Idempotency::Idempotent).await })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.await.unwrap().unwrap_err().code(), Code::DeadlineExceeded);
+    }
+    assert_eq!(dependency.circuit_state(), BreakerState::Open);
+    let reached = script.calls.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let status = check(&dependency, seconds(5), Idempotency::Idempotent).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert_eq!(script.calls.load(Ordering::SeqCst), reached);
+}
+
+/// A server that takes each connection and, once the client has sent
+/// something (the call is on its way), resets it: a process dying mid-call.
+async fn resetting_server() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let mut received = 0;
+                // The preface and SETTINGS (33 bytes with tonic's) and then the call's HEADERS.
+                while received < 60 {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => received += read,
+                    }
+                }
+                socket.set_zero_linger().unwrap();
+                drop(socket);
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_call_is_unavailable_and_retried_only_when_idempotent() {
+    let (addr, connections) = resetting_server().await;
+    let config = DependencyConfig {
+        max_attempts: 3,
+        backoff_base: Duration::from_millis(1),
+        breaker: lenient_breaker(),
+        ..DependencyConfig::default()
+    };
+    let (dependency, _registry) = dependency(addr, config);
+    let status = check(&dependency, seconds(5), Idempotency::Idempotent).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(connections.load(Ordering::SeqCst) >= 2, "the idempotent call was not retried");
+
+    let before = connections.load(Ordering::SeqCst);
+    let status = check(&dependency, seconds(5), Idempotency::NotIdempotent).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        before + 1,
+        "a call that may have been processed is not sent twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

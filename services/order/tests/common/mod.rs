@@ -136,7 +136,11 @@ pub fn fast_user_service_args(addr: SocketAddr) -> UserServiceArgs {
         user_service_breaker_window_ms: 10_000,
         user_service_breaker_min_requests: 5,
         user_service_breaker_failure_ratio: 0.5,
+        user_service_breaker_slow_call_ratio: 0.5,
+        user_service_breaker_slow_call_ms: 1_000,
+        user_service_breaker_consecutive_failures: 5,
         user_service_breaker_open_ms: 500,
+        user_service_breaker_open_max_ms: 4_000,
         user_service_breaker_half_open_probes: 1,
         user_service_max_concurrent_calls: 64,
     }

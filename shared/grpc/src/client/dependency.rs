@@ -4,9 +4,12 @@
 //! service-to-service call behaves the same.
 //!
 //! Per attempt: deadline left? -> breaker admits? -> bulkhead slot? -> call with
-//! `grpc-timeout` = what is left minus the margin. A retryable failure of an
-//! idempotent call is retried after a jittered backoff if attempts, budget and
-//! deadline all allow; otherwise the failure is returned as it is.
+//! `grpc-timeout` = what is left minus the margin. A transport failure (the
+//! connection broke or was refused) becomes UNAVAILABLE whatever tonic called
+//! it. A retryable failure of an idempotent call, or any call the dependency
+//! provably never processed, is retried after a jittered backoff if attempts,
+//! budget and deadline all allow; otherwise the last failure is returned, with
+//! why it was not retried when the breaker or the budget refused.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use suite_balance::{Lease, Pool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
-use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker, Verdict};
 use super::budget::RetryBudget;
 use super::deadline::Deadline;
 use super::traced::TracedChannel;
@@ -59,13 +62,7 @@ impl Default for DependencyConfig {
             retry_budget_ratio: 0.1,
             retry_budget_floor: 10,
             retry_budget_window: Duration::from_secs(10),
-            breaker: BreakerConfig {
-                window: Duration::from_secs(10),
-                min_requests: 20,
-                failure_ratio: 0.5,
-                open_for: Duration::from_secs(5),
-                half_open_probes: 3,
-            },
+            breaker: BreakerConfig::default(),
             max_concurrent_calls: 64,
         }
     }
@@ -242,7 +239,10 @@ impl Resilience {
     /// streams bodies it cannot replay, so it never retries. Report the call's
     /// gRPC status with [`AdmittedCall::finish`]; dropping the permit without
     /// it (the caller went away) counts as neither success nor failure.
-    pub fn admit(&self) -> Result<AdmittedCall, Status> {
+    /// `allowed` is the call's deadline, if it has one: a DEADLINE_EXCEEDED
+    /// under a deadline shorter than a healthy call may take is the caller's
+    /// doing, not the dependency's.
+    pub fn admit(&self, allowed: Option<Duration>) -> Result<AdmittedCall, Status> {
         let inner = &*self.inner;
         let admission = match inner.breaker.admit(Instant::now()) {
             Ok((admission, transition)) => {
@@ -261,6 +261,8 @@ impl Resilience {
         let mut admitted = AdmittedCall {
             resilience: self.clone(),
             admission: Some(admission),
+            started: Instant::now(),
+            allowed,
             _slot: None,
         };
         let Ok(slot) = inner.bulkhead.clone().try_acquire_owned() else {
@@ -344,7 +346,9 @@ impl Dependency {
     }
 
     /// Runs `attempt` under the stack, within `deadline`. A retry goes to another
-    /// endpoint than the attempt before it when there is one.
+    /// endpoint than the attempt before it when there is one. An endpoint that
+    /// cannot be reached is set aside at once; one that fails calls in a row
+    /// (frozen, overloaded) is set aside too, so calls keep going to the others.
     pub async fn call<T, F, Fut>(&self, deadline: Deadline, idempotency: Idempotency, mut attempt: F) -> Result<T, Status>
     where
         F: FnMut(Attempt) -> Fut,
@@ -354,13 +358,16 @@ impl Dependency {
         inner.budget.record_request(Instant::now());
         let mut attempts_made = 0;
         let mut previous = None;
+        // What the dependency did last, returned if a retry is refused.
+        let mut last_failure: Option<Status> = None;
         loop {
             let Some(timeout) = deadline.for_outgoing(inner.config.deadline_margin) else {
                 self.resilience.count_rejection("deadline");
-                return Err(Status::deadline_exceeded(format!(
-                    "no time left in the caller's deadline to call {}",
-                    inner.name
-                )));
+                let why = "no time left in the caller's deadline";
+                return Err(last_failure.map_or_else(
+                    || Status::deadline_exceeded(format!("{why} to call {}", inner.name)),
+                    |last| not_retried(last, why),
+                ));
             };
             let Some(lease) = self.endpoint(previous, timeout).await else {
                 self.resilience.count_rejection("no_endpoint");
@@ -377,33 +384,47 @@ impl Dependency {
                 )
                 .await;
             attempts_made += 1;
-            let status = match outcome {
+            let failure = match outcome {
                 Ok(value) => {
                     lease.reached();
                     return Ok(value);
                 }
-                Err(AttemptError::Rejected(status)) => return Err(status),
-                Err(AttemptError::Failed(status)) => status,
+                Err(AttemptError::Rejected(status)) => {
+                    return Err(match last_failure {
+                        Some(last) => not_retried(last, status.message()),
+                        None => status,
+                    });
+                }
+                Err(AttemptError::Failed(failure)) => failure,
             };
-            if unreached(&status) {
+            let status = failure.status;
+            if failure.transport {
                 lease.unreachable();
+            } else if failure.verdict == Verdict::Failed {
+                lease.failed();
             } else {
                 lease.reached();
             }
             drop(lease);
             // A request that never left (its connection was going away when it was about to be
-            // sent: a server's maximum connection age or drain) is sent again whatever it is, as
-            // gRPC's transparent retry does; the dependency cannot have acted on it.
-            let retryable = suite_balance::never_processed(&status)
+            // sent: a server's maximum connection age or drain, a refused connection) is sent
+            // again whatever it is, as gRPC's transparent retry does; the dependency cannot have
+            // acted on it.
+            let retryable = failure.never_processed
                 || idempotency == Idempotency::Idempotent && matches!(status.code(), Code::Unavailable | Code::ResourceExhausted);
             if !retryable || attempts_made >= inner.config.max_attempts {
                 return Err(status);
             }
             let backoff = self.resilience.backoff(attempts_made);
-            if deadline.remaining() <= backoff + inner.config.deadline_margin || !inner.budget.try_retry(Instant::now()) {
+            if deadline.remaining() <= backoff + inner.config.deadline_margin {
                 return Err(status);
             }
+            if !inner.budget.try_retry(Instant::now()) {
+                self.resilience.count_rejection("retry_budget");
+                return Err(not_retried(status, "the retry budget is spent"));
+            }
             tracing::debug!(dependency = inner.name, code = ?status.code(), ?backoff, "retrying");
+            last_failure = Some(status);
             inner.metrics.retries.get_or_create(&self.resilience.labels()).inc();
             tokio::time::sleep(backoff).await;
         }
@@ -424,7 +445,7 @@ impl Dependency {
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let admitted = self.resilience.admit().map_err(AttemptError::Rejected)?;
+        let admitted = self.resilience.admit(Some(context.timeout)).map_err(AttemptError::Rejected)?;
         let name = self.resilience.inner.name;
         let timeout = context.timeout;
         let started = Instant::now();
@@ -434,8 +455,24 @@ impl Dependency {
             Ok(result) => result,
             Err(_) => Err(deadline_exceeded(name, timeout)),
         };
-        admitted.finish(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-        result.map_err(AttemptError::Failed)
+        match result {
+            Ok(value) => {
+                admitted.finish(Code::Ok);
+                Ok(value)
+            }
+            Err(status) => {
+                let never_processed = suite_balance::never_processed(&status);
+                let transport = transport_failure(&status);
+                let status = if transport { honest(name, status) } else { status };
+                let verdict = admitted.finish(status.code());
+                Err(AttemptError::Failed(Failure {
+                    status,
+                    verdict,
+                    transport,
+                    never_processed,
+                }))
+            }
+        }
     }
 }
 
@@ -443,29 +480,52 @@ enum AttemptError {
     /// Refused locally; retrying now would be refused again.
     Rejected(Status),
     /// The attempt ran and failed.
-    Failed(Status),
+    Failed(Failure),
+}
+
+struct Failure {
+    status: Status,
+    verdict: Verdict,
+    /// The connection failed, not the endpoint's answer.
+    transport: bool,
+    /// The endpoint cannot have acted on the request.
+    never_processed: bool,
 }
 
 fn deadline_exceeded(dependency: &str, timeout: Duration) -> Status {
     Status::deadline_exceeded(format!("{dependency} did not answer within {timeout:?}"))
 }
 
-/// Whether the call failed in the transport (no connection, a broken one) rather than
-/// being answered by the endpoint.
-fn unreached(status: &Status) -> bool {
-    status.code() == Code::Unavailable && sources(status).any(|error| error.is::<tonic::transport::Error>())
+/// Whether the call failed in the transport (no connection, a broken or reset
+/// one) rather than being answered by the endpoint: the error came from the
+/// connection (tonic's transport, hyper, h2, the socket), not from a status the
+/// endpoint sent.
+fn transport_failure(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled)
+        && sources(status).any(|error| {
+            error.is::<tonic::transport::Error>() || error.is::<hyper::Error>() || error.is::<h2::Error>() || error.is::<std::io::Error>()
+        })
+}
+
+/// A transport failure as the caller should see it: UNAVAILABLE (which callers
+/// retry), whatever code tonic gave it (a reset connection surfaces as UNKNOWN,
+/// a broken stream as INTERNAL); the cause stays attached as the source.
+fn honest(dependency: &str, status: Status) -> Status {
+    if status.code() == Code::Unavailable {
+        return status;
+    }
+    let mut unavailable = Status::unavailable(format!("connection to {dependency} failed: {}", status.message()));
+    unavailable.set_source(std::sync::Arc::new(status));
+    unavailable
+}
+
+/// `last`, the dependency's own last error, with why it was not tried again.
+fn not_retried(last: Status, why: &str) -> Status {
+    Status::new(last.code(), format!("{} (not retried: {why})", last.message()))
 }
 
 fn sources(status: &Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
     std::iter::successors(std::error::Error::source(status), |error| error.source())
-}
-
-/// Codes that say the dependency itself is unwell (as opposed to "no such user").
-fn counts_against_dependency(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal | Code::Unknown | Code::DataLoss
-    )
 }
 
 /// One call admitted by [`Resilience::admit`]: holds its bulkhead slot and,
@@ -475,20 +535,23 @@ fn counts_against_dependency(code: Code) -> bool {
 pub struct AdmittedCall {
     resilience: Resilience,
     admission: Option<Admission>,
+    started: Instant,
+    allowed: Option<Duration>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl AdmittedCall {
-    /// Records the call's outcome in the breaker and releases the slot.
-    pub fn finish(mut self, code: Code) {
+    /// Records the call's outcome in the breaker, releases the slot, and says
+    /// how the breaker judged it (the caller may judge the endpoint by it too).
+    pub fn finish(mut self, code: Code) -> Verdict {
+        let resilience = &self.resilience;
+        let breaker = &resilience.inner.breaker;
+        let verdict = breaker.config().judge(code, self.started.elapsed(), self.allowed);
         if let Some(admission) = self.admission.take() {
-            let resilience = &self.resilience;
-            let transition = resilience
-                .inner
-                .breaker
-                .record(admission, counts_against_dependency(code), Instant::now());
+            let transition = breaker.record(admission, verdict, Instant::now());
             resilience.announce(transition);
         }
+        verdict
     }
 }
 

@@ -19,7 +19,7 @@ pub use suite_discovery::{HostPort, UpstreamAddress};
 use suite_tls::MtlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
-pub use breaker::{BreakerConfig, BreakerState};
+pub use breaker::{BreakerConfig, BreakerState, Verdict};
 pub use deadline::Deadline;
 pub use dependency::{AdmittedCall, Attempt, ClientMetrics, Dependency, DependencyConfig, Idempotency, Resilience};
 pub use traced::{ClientCall, TracedChannel};
