@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{DevCerts, Server, free_addr, free_port_on};
-use suite_proto::suite::order::v1 as order_pb;
+use common::{DevCerts, Server, eventually, free_addr, free_port_on, loopback, one_item_order, run_id};
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1 as user_pb;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
@@ -45,10 +44,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const PATIENCE: Duration = Duration::from_secs(20);
 const USER_SERVICE: &str = "suite.user.v1.UserService";
 const ORDER_SERVICE: &str = "suite.order.v1.OrderService";
-
-fn loopback(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
 
 /// `ips` on `port` as a routes file's `address`: "host:port,host:port,...".
 fn address_list(ips: &[Ipv4Addr], port: u16) -> String {
@@ -72,22 +67,6 @@ async fn calls_answered_by(replicas: &[Server], service: &str, method: &str) -> 
         counts.push(calls_answered(replica.admin, service, method).await);
     }
     counts
-}
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Replicas of `name` on `ips`, all on `port`, sharing `database_url`, started at
@@ -204,32 +183,6 @@ async fn create_users(channel: &Channel, certs: &DevCerts, admin_token: &str, co
         users.push(User { id: user.id, token });
     }
     users
-}
-
-/// A CreateOrder of one item at one cent.
-fn one_item_order(user_id: &str, key: &str) -> order_pb::CreateOrderRequest {
-    order_pb::CreateOrderRequest {
-        user_id: user_id.into(),
-        idempotency_key: key.into(),
-        items: vec![order_pb::LineItem {
-            sku: "A".into(),
-            quantity: 1,
-            unit_price: Some(order_pb::Money {
-                currency_code: "EUR".into(),
-                amount_minor: 1,
-            }),
-            line_total: None,
-        }],
-    }
-}
-
-/// Distinct per test run, so that idempotency keys never meet an earlier run's.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("gateway-scale-{}-{nanos}", std::process::id())
 }
 
 /// What the load sends.

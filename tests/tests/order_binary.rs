@@ -9,28 +9,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{DevCerts, Server, free_addr};
-use suite_proto::suite::order::v1 as pb;
+use common::{DevCerts, Server, free_addr, one_item_order};
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_testkit::workspace_binary;
 use tonic::Code;
-
-/// A CreateOrder of one item at one cent.
-fn one_item_order(user_id: &str, key: &str) -> pb::CreateOrderRequest {
-    pb::CreateOrderRequest {
-        user_id: user_id.into(),
-        idempotency_key: key.into(),
-        items: vec![pb::LineItem {
-            sku: "A".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                currency_code: "EUR".into(),
-                amount_minor: 1,
-            }),
-            line_total: None,
-        }],
-    }
-}
 
 fn order_json(user_id: &str, key: &str) -> String {
     format!(

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{DevCerts, Server, free_addr, free_port_on, in_mount_namespace, mount_namespaces_work};
-use suite_proto::suite::order::v1 as pb;
+use common::{
+    DevCerts, Server, eventually, free_addr, free_port_on, in_mount_namespace, loopback, mount_namespaces_work, one_item_order, run_id,
+};
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1::CreateUserRequest;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
@@ -45,10 +46,6 @@ const SLACK: Duration = Duration::from_secs(5);
 /// The log line suite-discovery writes when a resolution fails.
 const KEPT_ENDPOINTS: &str = "resolving the upstream failed; keeping the endpoints it had";
 
-fn loopback(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(127, 0, 0, last)
-}
-
 /// GetUser calls a user-service replica has answered, by its own `/metrics`.
 async fn get_user_calls(admin: SocketAddr) -> u64 {
     let text = scrape(admin).await.unwrap();
@@ -61,22 +58,6 @@ async fn get_user_calls_of(replicas: &[&Server]) -> Vec<u64> {
         counts.push(get_user_calls(replica.admin).await);
     }
     counts
-}
-
-/// Polls `condition` every 50 ms until it holds; panics with `what` after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// User-service replicas on `ips`, all on `port`, sharing `database_url`, started at once.
@@ -120,23 +101,6 @@ async fn create_users(replicas: &[Server]) -> Vec<String> {
     ids
 }
 
-/// A CreateOrder of one item at one cent.
-fn one_item_order(user_id: &str, key: &str) -> pb::CreateOrderRequest {
-    pb::CreateOrderRequest {
-        user_id: user_id.into(),
-        idempotency_key: key.into(),
-        items: vec![pb::LineItem {
-            sku: "A".into(),
-            quantity: 1,
-            unit_price: Some(pb::Money {
-                currency_code: "EUR".into(),
-                amount_minor: 1,
-            }),
-            line_total: None,
-        }],
-    }
-}
-
 /// CreateOrder calls from `CONCURRENCY` tasks over one connection to the order service,
 /// each with a new idempotency key, round-robin over the users; until `limit` calls
 /// were made, or until stopped.
@@ -154,7 +118,7 @@ impl Load {
         let succeeded = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let users: Arc<[String]> = users.into();
-        let run = uuid_like();
+        let run = run_id();
         let tasks = (0..CONCURRENCY)
             .map(|_| {
                 let mut client = OrderServiceClient::new(channel.clone());
@@ -230,15 +194,6 @@ impl Drop for Load {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Distinct per test run, so that idempotency keys never meet an earlier run's.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("scale-{}-{nanos}", std::process::id())
 }
 
 /// Waits until every replica in `replicas` has answered at least `more` GetUser calls

@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use suite_balance::Lease;
 use suite_grpc::KnownMethods;
-use suite_grpc::client::{AdmittedCall, ClientCall, Verdict};
+use suite_grpc::client::{AdmittedCall, ClientCall};
 use tonic::Code;
 use tonic::body::Body;
 
@@ -113,14 +113,15 @@ impl Proxy {
             fault: fault.clone(),
         });
         let request = http::Request::from_parts(parts, body);
-        let sent = send_to_an_endpoint(upstream, request);
-        let (outcome, lease) = match allowed {
+        let mut lease = None;
+        let sent = send_to_an_endpoint(upstream, request, &mut lease);
+        let outcome = match allowed {
             None => sent.await,
             Some(allowed) => match tokio::time::timeout(allowed, sent).await {
                 Ok(sent) => sent,
                 Err(_) => {
-                    // The endpoint's lease went with the dropped send: the breaker judges the upstream.
-                    admitted.finish(Code::DeadlineExceeded);
+                    // The endpoint sent no response headers within the call's deadline.
+                    admitted.finish_on(lease.as_ref(), Code::DeadlineExceeded, false);
                     call.finish(Code::DeadlineExceeded);
                     self.metrics.upstream_error(upstream.name, "deadline");
                     return Err(GatewayError::DeadlineExceeded);
@@ -134,7 +135,8 @@ impl Proxy {
                     drop(admitted);
                     return Err(self.client_fault(upstream, refusal, &mut call));
                 }
-                judge_endpoint(lease.as_ref(), admitted.finish(Code::Unavailable));
+                // The connection to the endpoint failed under the call.
+                admitted.finish_on(lease.as_ref(), Code::Unavailable, true);
                 call.finish(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
                 tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
@@ -150,7 +152,7 @@ impl Proxy {
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
-                    judge_endpoint(lease.as_ref(), admitted.finish(code));
+                    admitted.finish_on(lease.as_ref(), code, false);
                     call.finish(code);
                     return Ok(response);
                 }
@@ -214,12 +216,14 @@ impl ClientFault {
 }
 
 /// Sends `request` to one of `upstream`'s endpoints, and to another when one
-/// cannot be reached; the endpoint's lease (the call counted in flight there)
-/// goes with the response.
+/// cannot be reached; `sent_to` holds the lease of the endpoint that has the
+/// request (the call counted in flight there), from the moment it is sent, so
+/// that it can be judged however the call ends.
 async fn send_to_an_endpoint(
     upstream: &Upstream,
     mut request: http::Request<Body>,
-) -> (Result<http::Response<Body>, String>, Option<Lease<UpstreamConnection>>) {
+    sent_to: &mut Option<Lease<UpstreamConnection>>,
+) -> Result<http::Response<Body>, String> {
     let mut previous = None;
     let mut failure = String::from("no endpoint is known");
     for _ in 0..MAX_ENDPOINTS_TRIED {
@@ -231,10 +235,11 @@ async fn send_to_an_endpoint(
             },
             None => break,
         };
+        let lease = sent_to.insert(lease);
         match lease.connection().send(request).await {
             // Whether the endpoint is trusted again depends on the call's status.
-            Ok(response) => return (Ok(response), Some(lease)),
-            Err(SendError::Failed(error)) => return (Err(error), Some(lease)),
+            Ok(response) => return Ok(response),
+            Err(SendError::Failed(error)) => return Err(error),
             Err(SendError::WentAway(unsent, error)) => {
                 // Not set aside: the endpoint answered. If it is draining, the next
                 // call's connection to it is refused, and that sets it aside.
@@ -244,25 +249,17 @@ async fn send_to_an_endpoint(
                 failure = error;
             }
             Err(SendError::NotSent(unsent, error)) => {
-                lease.unreachable();
+                let _ = lease.unreachable();
                 tracing::debug!(upstream = upstream.name, endpoint = %lease.addr(), %error, "endpoint unreachable; trying another");
                 previous = Some(lease.addr());
                 request = *unsent;
                 failure = error;
             }
         }
+        // Nothing of the call is at that endpoint.
+        *sent_to = None;
     }
-    (Err(failure), None)
-}
-
-/// Tells the endpoint's pool how the call went there.
-fn judge_endpoint(lease: Option<&Lease<UpstreamConnection>>, verdict: Verdict) {
-    let Some(lease) = lease else { return };
-    match verdict {
-        Verdict::Answered { .. } => lease.reached(),
-        Verdict::Failed => lease.failed(),
-        Verdict::Silent => {}
-    }
+    Err(failure)
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
@@ -415,7 +412,7 @@ impl ReportOutcome {
         if let Some(admitted) = self.admitted.take()
             && !self.fault.is_set()
         {
-            judge_endpoint(self.lease.as_ref(), admitted.finish(code));
+            admitted.finish_on(self.lease.as_ref(), code, false);
         }
         if let Some(mut call) = self.call.take() {
             call.finish(code);

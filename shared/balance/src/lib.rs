@@ -8,7 +8,10 @@
 //! failed to reach it is set aside for a while (longer each time it fails again)
 //! unless nothing else is left, and the endpoints are re-resolved soon; so is one
 //! that reached fails [`FAILURES_TO_SET_ASIDE`] calls in a row (frozen, shedding
-//! load): outlier ejection, as Envoy calls it, so the others carry its calls. An
+//! load): outlier ejection, as Envoy calls it, so the others carry its calls.
+//! A pool given a [`Probe`] takes such an endpoint back only once a probe of it
+//! (a health check) succeeds, tried after the same growing intervals, so no
+//! caller's call is what finds a still frozen replica frozen again. An
 //! endpoint that discovery no longer lists leaves the pool at once: no new call
 //! goes there, and the calls it has finish on its connection, which closes when
 //! the last of them lets go.
@@ -20,9 +23,11 @@
 //! picks inside `call` cannot be told.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -36,6 +41,12 @@ const LONGEST_SET_ASIDE: Duration = Duration::from_secs(30);
 /// that set an endpoint aside. More than one, so that a single unlucky call
 /// does not; few, so that a frozen replica costs few callers a full deadline.
 pub const FAILURES_TO_SET_ASIDE: u32 = 3;
+/// The longest a probe may take; no answer by then is a failed probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks an endpoint, over its connection, whether it is healthy (a gRPC health
+/// check, say): true when it answers that it is.
+pub type Probe<C> = Arc<dyn Fn(&C) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
 /// The replicas of one dependency and a connection to each. Cheap to clone; clones share state.
 pub struct Pool<C> {
@@ -67,6 +78,8 @@ struct Shared<C> {
     endpoints: Endpoints,
     /// When the pool started: set-aside deadlines are kept as milliseconds since.
     epoch: Instant,
+    /// How an endpoint set aside for failing calls is checked before it takes calls again.
+    probe: Option<Probe<C>>,
     _follower: AbortOnDrop,
 }
 
@@ -79,6 +92,8 @@ struct Member<C> {
     failures: AtomicU32,
     /// Times set aside since it last answered: each doubles the time.
     set_asides: AtomicU32,
+    /// A probe task is following it.
+    probing: AtomicBool,
     /// Milliseconds since the pool's epoch until which the endpoint is set aside.
     set_aside_until: AtomicU64,
 }
@@ -91,6 +106,7 @@ impl<C> Member<C> {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             set_asides: AtomicU32::new(0),
+            probing: AtomicBool::new(false),
             set_aside_until: AtomicU64::new(0),
         }
     }
@@ -108,6 +124,26 @@ impl<C: Send + Sync + 'static> Pool<C> {
         endpoints: Endpoints,
         connect: impl Fn(SocketAddr) -> C + Send + Sync + 'static,
         on_change: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Self {
+        Self::build(endpoints, connect, on_change, None)
+    }
+
+    /// [`Pool::new`], with endpoints set aside for failing calls taken back only
+    /// once `probe` says they are healthy.
+    pub fn probed(
+        endpoints: Endpoints,
+        connect: impl Fn(SocketAddr) -> C + Send + Sync + 'static,
+        on_change: impl Fn(usize) + Send + Sync + 'static,
+        probe: Probe<C>,
+    ) -> Self {
+        Self::build(endpoints, connect, on_change, Some(probe))
+    }
+
+    fn build(
+        endpoints: Endpoints,
+        connect: impl Fn(SocketAddr) -> C + Send + Sync + 'static,
+        on_change: impl Fn(usize) + Send + Sync + 'static,
+        probe: Option<Probe<C>>,
     ) -> Self {
         let mut changes = endpoints.subscribe();
         let first: Vec<Arc<Member<C>>> = changes
@@ -139,6 +175,7 @@ impl<C: Send + Sync + 'static> Pool<C> {
                 members,
                 endpoints,
                 epoch: Instant::now(),
+                probe,
                 _follower: AbortOnDrop(follower),
             }),
         }
@@ -187,7 +224,13 @@ impl<C> Pool<C> {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.shared.now_ms()
+    }
+}
+
+impl<C> Shared<C> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -209,6 +252,30 @@ fn choose<C>(members: &[Arc<Member<C>>], eligible: impl Fn(&Member<C>) -> bool) 
                 a
             })
         }
+    }
+}
+
+/// Checks an endpoint set aside for failing calls with the pool's probe, after
+/// [`FIRST_SET_ASIDE`] and then doubling intervals, until it passes; then it
+/// takes calls again. Ends when the endpoint leaves the pool.
+async fn probe_until_healthy<C: Send + Sync + 'static>(member: Weak<Member<C>>, probe: Probe<C>, addr: SocketAddr) {
+    let mut wait = FIRST_SET_ASIDE;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(member) = member.upgrade() else { return };
+        let healthy = tokio::time::timeout(PROBE_TIMEOUT, probe(&member.connection))
+            .await
+            .unwrap_or(false);
+        if healthy {
+            member.failures.store(0, Ordering::Relaxed);
+            member.set_asides.store(0, Ordering::Relaxed);
+            member.set_aside_until.store(0, Ordering::Relaxed);
+            member.probing.store(false, Ordering::Relaxed);
+            tracing::info!(endpoint = %addr, "endpoint passed its probe; taking calls again");
+            return;
+        }
+        tracing::debug!(endpoint = %addr, "endpoint failed its probe; still set aside");
+        wait = wait.saturating_mul(2).min(LONGEST_SET_ASIDE);
     }
 }
 
@@ -234,26 +301,59 @@ impl<C> Lease<C> {
     }
 
     /// The call could not reach the endpoint (no connection, the connection broke):
-    /// it is set aside for a while and the endpoints are re-resolved soon.
-    pub fn unreachable(&self) {
+    /// it is set aside for a while and the endpoints are re-resolved soon. True
+    /// when the failure is this endpoint's alone: others are left to take its calls.
+    pub fn unreachable(&self) -> bool {
         self.member.failures.fetch_add(1, Ordering::Relaxed);
         if self.set_aside() {
             self.pool.endpoints.refresh_soon();
         }
+        self.others_usable()
     }
 
     /// The endpoint was reached but failed the call in a way that says it is
     /// unwell (unavailable, shedding load, no answer within the deadline): after
-    /// [`FAILURES_TO_SET_ASIDE`] in a row it is set aside.
-    pub fn failed(&self) {
+    /// [`FAILURES_TO_SET_ASIDE`] in a row it is set aside; in a pool with a
+    /// probe, until a probe passes. True when the failure is this endpoint's
+    /// alone: it is set aside and others are left to take its calls.
+    pub fn failed(&self) -> bool
+    where
+        C: Send + Sync + 'static,
+    {
         let failures = self.member.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= FAILURES_TO_SET_ASIDE {
-            self.set_aside();
+            match &self.pool.probe {
+                None => {
+                    self.set_aside();
+                }
+                Some(probe) if !self.member.probing.swap(true, Ordering::Relaxed) => {
+                    self.member.set_aside_until.store(u64::MAX, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %self.member.addr, "endpoint failing; set aside until a probe passes");
+                    tokio::spawn(probe_until_healthy(Arc::downgrade(&self.member), probe.clone(), self.member.addr));
+                }
+                Some(_) => {}
+            }
         }
+        !self.member.usable_at(self.pool.now_ms()) && self.others_usable()
+    }
+
+    /// Whether another endpoint of the pool is not set aside.
+    fn others_usable(&self) -> bool {
+        let now = self.pool.now_ms();
+        self.pool
+            .members
+            .load()
+            .iter()
+            .any(|member| member.addr != self.member.addr && member.usable_at(now))
     }
 
     /// The endpoint answered: it is trusted again.
     pub fn reached(&self) {
+        if self.member.probing.load(Ordering::Relaxed) {
+            // A call that went there because nothing else was left; the probe decides.
+            self.member.failures.store(0, Ordering::Relaxed);
+            return;
+        }
         if self.member.failures.load(Ordering::Relaxed) != 0 || self.member.set_asides.load(Ordering::Relaxed) != 0 {
             self.member.failures.store(0, Ordering::Relaxed);
             self.member.set_asides.store(0, Ordering::Relaxed);
@@ -371,7 +471,7 @@ mod tests {
         let pool = pool(&[addr(2), addr(3)]);
         let lease = pool.pick(Some(addr(3))).unwrap();
         assert_eq!(lease.addr(), addr(2), "avoided when another is usable");
-        lease.unreachable();
+        assert!(lease.unreachable(), "the other endpoint takes its calls");
         drop(lease);
         for _ in 0..50 {
             assert_eq!(pool.pick(None).unwrap().addr(), addr(3), "set aside");
@@ -379,23 +479,58 @@ mod tests {
         // Failed calls set an endpoint aside only when they come in a row.
         let failing = self::pool(&[addr(2), addr(3)]);
         for _ in 0..FAILURES_TO_SET_ASIDE - 1 {
-            failing.pick(Some(addr(3))).unwrap().failed();
+            assert!(!failing.pick(Some(addr(3))).unwrap().failed());
         }
         failing.pick(Some(addr(3))).unwrap().reached();
         for _ in 0..FAILURES_TO_SET_ASIDE - 1 {
-            failing.pick(Some(addr(3))).unwrap().failed();
+            assert!(!failing.pick(Some(addr(3))).unwrap().failed(), "not yet the endpoint's alone");
         }
         assert_eq!(failing.pick(Some(addr(3))).unwrap().addr(), addr(2), "not yet set aside");
-        failing.pick(Some(addr(3))).unwrap().failed();
+        assert!(failing.pick(Some(addr(3))).unwrap().failed(), "set aside: its own failure");
         for _ in 0..50 {
             assert_eq!(failing.pick(None).unwrap().addr(), addr(3), "set aside after failures in a row");
         }
 
         // Nothing else left: a set-aside endpoint is still tried.
         let single = self::pool(&[addr(2)]);
-        single.pick(None).unwrap().unreachable();
+        assert!(
+            !single.pick(None).unwrap().unreachable(),
+            "no other endpoint: the dependency's failure"
+        );
         assert_eq!(single.pick(None).unwrap().addr(), addr(2));
         assert!(self::pool(&[]).pick(None).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_failing_calls_takes_none_until_its_probe_passes() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(AtomicU32::new(0));
+        let (answer, counted) = (healthy.clone(), probes.clone());
+        let probe: Probe<SocketAddr> = Arc::new(move |_: &SocketAddr| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let healthy = answer.load(Ordering::SeqCst);
+            Box::pin(async move { healthy })
+        });
+        let pool = Pool::probed(Endpoints::fixed([addr(2), addr(3)]), |addr| addr, |_| {}, probe);
+        for _ in 0..FAILURES_TO_SET_ASIDE {
+            let _ = pool.pick(Some(addr(3))).unwrap().failed();
+        }
+        // Twice the first interval: one probe has run, and failed.
+        tokio::time::sleep(FIRST_SET_ASIDE * 2).await;
+        assert!(probes.load(Ordering::SeqCst) >= 1);
+        for _ in 0..50 {
+            let lease = pool.pick(None).unwrap();
+            assert_eq!(lease.addr(), addr(3), "set aside while its probes fail");
+            lease.reached();
+        }
+        healthy.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while (0..20).all(|_| pool.pick(None).unwrap().addr() == addr(3)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -378,3 +378,51 @@ pub fn mount_namespaces_work() -> Result<(), String> {
         ))
     }
 }
+
+/// 127.0.0.`last`: a loopback address of its own for each replica.
+pub fn loopback(last: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CreateOrder of one item at one cent.
+pub fn one_item_order(user_id: &str, key: &str) -> suite_proto::suite::order::v1::CreateOrderRequest {
+    use suite_proto::suite::order::v1 as pb;
+    pb::CreateOrderRequest {
+        user_id: user_id.into(),
+        idempotency_key: key.into(),
+        items: vec![pb::LineItem {
+            sku: "A".into(),
+            quantity: 1,
+            unit_price: Some(pb::Money {
+                currency_code: "EUR".into(),
+                amount_minor: 1,
+            }),
+            line_total: None,
+        }],
+    }
+}
+
+/// Distinct per test run, so that idempotency keys never meet an earlier run's.
+pub fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("run-{}-{nanos}", std::process::id())
+}

@@ -374,21 +374,11 @@ impl Dependency {
                 return Err(Status::unavailable(format!("no replica of {} is known", inner.name)));
             };
             previous = Some(lease.addr());
-            let outcome = self
-                .attempt_once(
-                    &mut attempt,
-                    Attempt {
-                        channel: lease.connection().clone(),
-                        timeout,
-                    },
-                )
-                .await;
+            let outcome = self.attempt_once(&mut attempt, &lease, timeout).await;
+            drop(lease);
             attempts_made += 1;
             let failure = match outcome {
-                Ok(value) => {
-                    lease.reached();
-                    return Ok(value);
-                }
+                Ok(value) => return Ok(value),
                 Err(AttemptError::Rejected(status)) => {
                     return Err(match last_failure {
                         Some(last) => not_retried(last, status.message()),
@@ -398,14 +388,6 @@ impl Dependency {
                 Err(AttemptError::Failed(failure)) => failure,
             };
             let status = failure.status;
-            if failure.transport {
-                lease.unreachable();
-            } else if failure.verdict == Verdict::Failed {
-                lease.failed();
-            } else {
-                lease.reached();
-            }
-            drop(lease);
             // A request that never left (its connection was going away when it was about to be
             // sent: a server's maximum connection age or drain, a refused connection) is sent
             // again whatever it is, as gRPC's transparent retry does; the dependency cannot have
@@ -440,14 +422,18 @@ impl Dependency {
         self.pool.pick(previous)
     }
 
-    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, context: Attempt) -> Result<T, AttemptError>
+    /// One attempt on `lease`'s endpoint, its outcome told to the breaker and the pool.
+    async fn attempt_once<T, F, Fut>(&self, attempt: &mut F, lease: &Lease<TracedChannel>, timeout: Duration) -> Result<T, AttemptError>
     where
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let admitted = self.resilience.admit(Some(context.timeout)).map_err(AttemptError::Rejected)?;
+        let admitted = self.resilience.admit(Some(timeout)).map_err(AttemptError::Rejected)?;
         let name = self.resilience.inner.name;
-        let timeout = context.timeout;
+        let context = Attempt {
+            channel: lease.connection().clone(),
+            timeout,
+        };
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, attempt(context)).await {
             // tonic's own grpc-timeout timer may fire first and call it CANCELLED.
@@ -457,20 +443,15 @@ impl Dependency {
         };
         match result {
             Ok(value) => {
-                admitted.finish(Code::Ok);
+                admitted.finish_on(Some(lease), Code::Ok, false);
                 Ok(value)
             }
             Err(status) => {
                 let never_processed = suite_balance::never_processed(&status);
                 let transport = transport_failure(&status);
                 let status = if transport { honest(name, status) } else { status };
-                let verdict = admitted.finish(status.code());
-                Err(AttemptError::Failed(Failure {
-                    status,
-                    verdict,
-                    transport,
-                    never_processed,
-                }))
+                admitted.finish_on(Some(lease), status.code(), transport);
+                Err(AttemptError::Failed(Failure { status, never_processed }))
             }
         }
     }
@@ -485,9 +466,6 @@ enum AttemptError {
 
 struct Failure {
     status: Status,
-    verdict: Verdict,
-    /// The connection failed, not the endpoint's answer.
-    transport: bool,
     /// The endpoint cannot have acted on the request.
     never_processed: bool,
 }
@@ -541,17 +519,45 @@ pub struct AdmittedCall {
 }
 
 impl AdmittedCall {
-    /// Records the call's outcome in the breaker, releases the slot, and says
-    /// how the breaker judged it (the caller may judge the endpoint by it too).
-    pub fn finish(mut self, code: Code) -> Verdict {
-        let resilience = &self.resilience;
-        let breaker = &resilience.inner.breaker;
-        let verdict = breaker.config().judge(code, self.started.elapsed(), self.allowed);
+    /// Records the call's outcome (its gRPC status) in the breaker and releases the slot.
+    pub fn finish(self, code: Code) {
+        let verdict = self.judge(code);
+        self.record(verdict);
+    }
+
+    /// Like [`AdmittedCall::finish`], for a call sent to `lease`'s endpoint, which
+    /// hears how the call went there too (`transport`: the connection failed, not
+    /// the endpoint's answer). A failure that sets the endpoint aside while others
+    /// are left to take its calls is that endpoint's, not the dependency's: the
+    /// breaker does not count it, so one frozen replica of three is ejected
+    /// without opening the breaker for the whole dependency.
+    pub fn finish_on<C: Send + Sync + 'static>(self, lease: Option<&Lease<C>>, code: Code, transport: bool) {
+        let verdict = self.judge(code);
+        let endpoints_own = match (lease, verdict) {
+            (Some(lease), _) if transport => lease.unreachable(),
+            (Some(lease), Verdict::Failed) => lease.failed(),
+            (Some(lease), Verdict::Answered { .. }) => {
+                lease.reached();
+                false
+            }
+            _ => false,
+        };
+        self.record(if endpoints_own { Verdict::Silent } else { verdict });
+    }
+
+    fn judge(&self, code: Code) -> Verdict {
+        self.resilience
+            .inner
+            .breaker
+            .config()
+            .judge(code, self.started.elapsed(), self.allowed)
+    }
+
+    fn record(mut self, verdict: Verdict) {
         if let Some(admission) = self.admission.take() {
-            let transition = breaker.record(admission, verdict, Instant::now());
-            resilience.announce(transition);
+            let transition = self.resilience.inner.breaker.record(admission, verdict, Instant::now());
+            self.resilience.announce(transition);
         }
-        verdict
     }
 }
 

@@ -10,6 +10,7 @@ mod window;
 
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use suite_balance::Pool;
@@ -35,7 +36,8 @@ pub enum Dial {
 
 /// Every replica of the dependency `name` at `address` (re-resolved every
 /// `resolve_interval`), one lazy channel to each, traced and timed into `metrics`:
-/// what [`Dependency`] balances its calls over.
+/// what [`Dependency`] balances its calls over. A replica set aside for failing
+/// calls in a row takes calls again once a gRPC health check of it passes.
 pub fn channel_pool(
     name: &'static str,
     address: &UpstreamAddress,
@@ -46,7 +48,7 @@ pub fn channel_pool(
     let endpoints = Endpoints::watch(name, address, resolve_interval)?;
     let traced = metrics.clone();
     let counted = metrics.clone();
-    Ok(Pool::new(
+    Ok(Pool::probed(
         endpoints,
         move |addr: SocketAddr| {
             let endpoint = endpoint(addr);
@@ -57,7 +59,18 @@ pub fn channel_pool(
             TracedChannel::new(channel, name, &traced)
         },
         move |count| counted.set_endpoints(name, count),
+        Arc::new(|channel: &TracedChannel| Box::pin(is_serving(channel.untraced()))),
     ))
+}
+
+/// Whether the replica behind `channel` says, by gRPC health, that it is ready
+/// ("" SERVING): the probe an endpoint set aside for failing calls must pass.
+async fn is_serving(channel: Channel) -> bool {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .is_ok_and(|reply| reply.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
 /// A pool of one: `channel`, already made, to the replica at `addr`.

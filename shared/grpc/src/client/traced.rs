@@ -41,6 +41,11 @@ impl TracedChannel {
             metrics: metrics.clone(),
         }
     }
+
+    /// The channel without the tracing and metrics, for the pool's health probes.
+    pub(crate) fn untraced(&self) -> Channel {
+        self.inner.clone()
+    }
 }
 
 impl Service<http::Request<Body>> for TracedChannel {
