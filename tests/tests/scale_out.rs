@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    DevCerts, Server, eventually, free_addr, free_port_on, in_mount_namespace, loopback, mount_namespaces_work, one_item_order, run_id,
+    DevCerts, Server, eventually, free_addr, free_port_on, get_user_calls, in_mount_namespace, loopback, mount_namespaces_work,
+    one_item_order, run_id,
 };
 use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1::CreateUserRequest;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_testkit::{DnsMode, DnsServer, TestDatabase};
-use suite_tests::bench::metrics::{scrape, sum};
 
 /// Calls the load keeps in flight at once.
 const CONCURRENCY: usize = 16;
@@ -45,12 +45,6 @@ const RESOLVE_INTERVAL: Duration = Duration::from_millis(300);
 const SLACK: Duration = Duration::from_secs(5);
 /// The log line suite-discovery writes when a resolution fails.
 const KEPT_ENDPOINTS: &str = "resolving the upstream failed; keeping the endpoints it had";
-
-/// GetUser calls a user-service replica has answered, by its own `/metrics`.
-async fn get_user_calls(admin: SocketAddr) -> u64 {
-    let text = scrape(admin).await.unwrap();
-    sum(&text, "rpc_server_call_duration_seconds_count", &[("rpc_method", "GetUser")]).unwrap()
-}
 
 async fn get_user_calls_of(replicas: &[&Server]) -> Vec<u64> {
     let mut counts = Vec::with_capacity(replicas.len());

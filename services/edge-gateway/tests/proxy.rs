@@ -1,6 +1,8 @@
 //! The proxy itself, against an upstream that echoes: bodies stream through
-//! message by message, metadata and trailers pass both ways, and the upstream
-//! sees the caller's deadline minus the time spent at the gateway.
+//! message by message, metadata and trailers pass both ways, the upstream
+//! sees the caller's deadline minus the time spent at the gateway, and an
+//! upstream that never answers opens the breaker only for callers whose
+//! deadlines a healthy upstream could have met.
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,14 +24,15 @@ use tonic::body::Body;
 const ECHO_PATH: &str = "/test.echo.v1.Echo/Chat";
 
 /// Echoes the request body back as it arrives, then `grpc-status: 0` and a
-/// trailer of its own. Reports the `grpc-timeout` and `x-custom` it received as response headers.
+/// trailer of its own. Reports the `grpc-timeout` and `x-custom` it received as
+/// response headers. A call with `x-echo-hang` is never answered: a frozen upstream.
 #[derive(Clone)]
 struct Echo;
 
 impl tower::Service<http::Request<Body>> for Echo {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -37,6 +40,9 @@ impl tower::Service<http::Request<Body>> for Echo {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let (parts, body) = request.into_parts();
+        if parts.headers.contains_key("x-echo-hang") {
+            return Box::pin(std::future::pending());
+        }
         let mut response = http::Response::builder().header("content-type", "application/grpc");
         for name in ["grpc-timeout", "x-custom", "x-suite-subject"] {
             if let Some(value) = parts.headers.get(name) {
@@ -44,7 +50,7 @@ impl tower::Service<http::Request<Body>> for Echo {
             }
         }
         let body = Body::new(EchoBody { inner: body, ended: false });
-        std::future::ready(Ok(response.body(body).unwrap()))
+        Box::pin(std::future::ready(Ok(response.body(body).unwrap())))
     }
 }
 
@@ -127,7 +133,12 @@ async fn start() -> EchoSetup {
         request_body_idle_timeout_ms: 10_000,
         listener: ListenerArgs::default(),
         auth: auth_args(&keys),
-        rate_limit: RateLimitArgs::default(),
+        // The proxy is under test here, not the limits: high enough never to bind.
+        rate_limit: RateLimitArgs {
+            rate_limit_per_second: 100_000.0,
+            rate_limit_burst: 100_000.0,
+            ..RateLimitArgs::default()
+        },
         server: test_server_config(),
         security: SecurityArgs::insecure_plaintext(),
     };
@@ -187,6 +198,80 @@ async fn a_bidirectional_stream_flows_message_by_message() {
     assert!(replies.message().await.unwrap().is_none());
     let trailers = replies.trailers().await.unwrap().unwrap();
     assert_eq!(trailers.get("x-echo-trailer").unwrap(), "done");
+}
+
+/// `count` calls at once to the frozen echo with `grpc-timeout: timeout`, over a
+/// raw HTTP/2 connection (a tonic client would cancel each call at its own
+/// deadline, racing the gateway's timer); each call's `grpc-status`.
+async fn calls_to_a_frozen_upstream(setup: &EchoSetup, token: &str, count: usize, timeout: &str) -> Vec<String> {
+    let tcp = tokio::net::TcpStream::connect(setup.gateway.grpc_addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let _connection = AbortOnDrop(tokio::spawn(connection));
+    let calls = (0..count).map(|_| {
+        let client = client.clone();
+        let request = http::Request::post(format!("http://localhost{ECHO_PATH}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", format!("Bearer {token}"))
+            .header("grpc-timeout", timeout)
+            .header("x-echo-hang", "1")
+            .body(())
+            .unwrap();
+        async move {
+            let (response, mut body) = client.ready().await.unwrap().send_request(request, false).unwrap();
+            body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+            let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
+            // The gateway answers trailers-only: the status is in the headers.
+            response.headers().get("grpc-status").unwrap().to_str().unwrap().to_owned()
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), h2::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An upstream that never answers runs out of the caller's time (its own timer
+/// says CANCELLED, the gateway's DEADLINE_EXCEEDED). 1,000 such calls from one user with 20 ms
+/// deadlines, shorter than a healthy call may take (the breaker's slow-call
+/// threshold, 1 s), do not open the breaker: a caller cannot open it for
+/// everyone by timing out on purpose. Five with deadlines a healthy upstream
+/// would meet do: that is the upstream failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_upstream_opens_the_breaker_only_for_deadlines_it_should_have_met() {
+    /// CANCELLED (the upstream's timer) or DEADLINE_EXCEEDED (the gateway's).
+    const OUT_OF_TIME: [&str; 2] = ["1", "4"];
+    let setup = start().await;
+    let token = setup.keys.token("mallory", &[]);
+    let state = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with("client_circuit_state{dependency=\"echo\"}"))
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    for _ in 0..50 {
+        for status in calls_to_a_frozen_upstream(&setup, &token, 20, "20m").await {
+            assert!(OUT_OF_TIME.contains(&status.as_str()), "{status}");
+        }
+    }
+    let metrics = setup.gateway.metrics().await;
+    assert_eq!(state(&metrics), "0", "closed after 1,000 hurried calls:\n{metrics}");
+
+    for status in calls_to_a_frozen_upstream(&setup, &token, 5, "1100m").await {
+        assert!(OUT_OF_TIME.contains(&status.as_str()), "{status}");
+    }
+    let metrics = setup.gateway.metrics().await;
+    assert_eq!(state(&metrics), "1", "open after five patient calls failed:\n{metrics}");
 }
 
 #[tokio::test]

@@ -163,6 +163,9 @@ impl RawTlsConnector {
     /// Connects to a server on loopback (its certificate must name `localhost`).
     pub async fn connect(&self, port: u16) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        // As every gRPC client does: a call's HEADERS and DATA go out at once,
+        // not 40 ms apart behind Nagle's algorithm and a delayed ACK.
+        tcp.set_nodelay(true)?;
         let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
         let stream = self.connector.connect(name, tcp).await?;
         let serial = stream

@@ -426,3 +426,9 @@ pub fn run_id() -> String {
         .as_nanos();
     format!("run-{}-{nanos}", std::process::id())
 }
+
+/// GetUser calls a user-service replica has answered, by its own `/metrics`.
+pub async fn get_user_calls(admin: SocketAddr) -> u64 {
+    let text = suite_tests::bench::metrics::scrape(admin).await.unwrap();
+    suite_tests::bench::metrics::sum(&text, "rpc_server_call_duration_seconds_count", &[("rpc_method", "GetUser")]).unwrap()
+}

@@ -506,3 +506,17 @@ pub fn order_request(user_id: &str, key: &str) -> order_pb::CreateOrderRequest {
         idempotency_key: key.into(),
     }
 }
+
+/// A user created by an admin through the gateway; its id.
+pub async fn admin_creates_user(gateway: &Gateway, email: &str) -> String {
+    let admin = gateway.keys.token("admin-1", &["admin"]);
+    gateway
+        .users()
+        .create_user(with_token(create_user_request(email), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id
+}

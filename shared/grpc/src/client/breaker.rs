@@ -72,6 +72,13 @@ impl BreakerConfig {
     /// `allowed` (its deadline; `None` for none).
     pub fn judge(&self, code: Code, elapsed: Duration, allowed: Option<Duration>) -> Verdict {
         let slow = elapsed >= self.slow_call;
+        // A server ending a call at its deadline may say CANCELLED (tonic's does): it ran out of time.
+        let out_of_time = allowed.is_some_and(|allowed| elapsed >= allowed.mul_f64(0.95));
+        let code = if code == Code::Cancelled && out_of_time {
+            Code::DeadlineExceeded
+        } else {
+            code
+        };
         match code {
             Code::Cancelled => Verdict::Silent,
             // A caller who allows less than a healthy call may take must not be able to
@@ -310,7 +317,13 @@ mod tests {
             Verdict::Silent,
             "the caller's own short deadline"
         );
-        assert_eq!(judge(Code::Cancelled, SECOND * 3, None), Verdict::Silent);
+        assert_eq!(judge(Code::Cancelled, SECOND * 3, None), Verdict::Silent, "the caller went away");
+        assert_eq!(
+            judge(Code::Cancelled, SECOND * 2, Some(SECOND * 2)),
+            Verdict::Failed,
+            "the server's timer at the deadline"
+        );
+        assert_eq!(judge(Code::Cancelled, SECOND, Some(SECOND * 2)), Verdict::Silent);
         for code in [
             Code::NotFound,
             Code::InvalidArgument,
