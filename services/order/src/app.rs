@@ -21,7 +21,8 @@ use crate::users::UserDirectory;
 /// The SQLite file name under the data directory.
 const DATABASE_NAME: &str = "order";
 const USER_SERVICE: &str = "user-service";
-const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// A ping slower than this is a database in trouble: readiness says so, and three in a row close the database gate.
+const READINESS_PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -64,6 +65,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     let mut server = GrpcServer::new(config.server.clone(), transport);
     let registry = server.metrics_registry();
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
+    let gate = suite_db::DbGate::new(db.clone(), config.database.statement_timeout());
     let dependency_config = config.user_service.dependency_config();
     let default_deadline = dependency_config.default_deadline;
     let client_metrics = ClientMetrics::register(registry);
@@ -83,7 +85,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     );
 
     let api = OrderApi::new(
-        OrderStore::new(db.clone()),
+        OrderStore::new(gate.clone()),
         users,
         PageTokens::new(config.page_token_secret.as_deref()),
         default_deadline,
@@ -99,8 +101,8 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         .add_service(service)
         .with_descriptor_set(suite_proto::FILE_DESCRIPTOR_SET)
         .with_readiness(move || {
-            let db = db.clone();
-            async move { matches!(tokio::time::timeout(READINESS_PING_TIMEOUT, db.ping()).await, Ok(Ok(()))) }
+            let gate = gate.clone();
+            async move { gate.ping(READINESS_PING_TIMEOUT).await }
         })
         .serve(listeners, shutdown)
         .await?;

@@ -48,6 +48,15 @@ pub enum OrderError {
     Database(#[source] DbErr),
 }
 
+impl suite_db::DbOutcome for OrderError {
+    fn database_error(&self) -> Option<&DbErr> {
+        match self {
+            Self::Database(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 impl From<DbErr> for OrderError {
     fn from(error: DbErr) -> Self {
         suite_db::classify_and_record(&error);

@@ -66,7 +66,7 @@ async fn keys_per_user_upgrade_a_database_with_the_global_key_index_and_its_orde
     let connection = Database::connect(db.url("order")).await.unwrap();
     Migrator::up(&connection, Some(1)).await.unwrap();
     assert_eq!(indexes(&connection).await, (true, false), "the schema before the upgrade");
-    let store = OrderStore::new(connection.clone());
+    let store = OrderStore::new(suite_db::DbGate::new(connection.clone(), std::time::Duration::from_secs(5)));
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let alices = created(&store, &request(alice, "shared", 3)).await;
     let bobs_own = created(&store, &request(bob, "bob-1", 1)).await;
@@ -115,7 +115,7 @@ async fn keys_per_user_upgrade_a_database_with_the_global_key_index_and_its_orde
 async fn keys_per_user_revert_only_while_no_two_users_share_a_key(db: TestDb) {
     let connection = Database::connect(db.url("order")).await.unwrap();
     suite_db::migrate::<Migrator>(&connection, MIGRATION_LOCK).await.unwrap();
-    let store = OrderStore::new(connection.clone());
+    let store = OrderStore::new(suite_db::DbGate::new(connection.clone(), std::time::Duration::from_secs(5)));
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     created(&store, &request(alice, "shared", 1)).await;
 

@@ -19,7 +19,8 @@ use suite_grpc::PageTokens;
 /// The SQLite file name under the data directory, and the cache namespace.
 const DATABASE_NAME: &str = "user";
 const CACHE_NAMESPACE: &str = "suite:user:v1";
-const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// A ping slower than this is a database in trouble: readiness says so, and three in a row close the database gate.
+const READINESS_PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -60,6 +61,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     let mut server = GrpcServer::new(config.server.clone(), transport);
     let registry = server.metrics_registry();
     registry.register_collector(Box::new(PoolMetrics::new(db.clone(), config.database.max_connections)));
+    let gate = suite_db::DbGate::new(db.clone(), config.database.statement_timeout());
     let cache = Cache::new(&config.cache, CACHE_NAMESPACE, CacheMetrics::register(registry)).context("cannot set up the cache")?;
     tracing::info!(
         database = config.database.backend_name(),
@@ -68,7 +70,7 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
     );
 
     let api = UserApi::new(
-        UserStore::new(db.clone()),
+        UserStore::new(gate.clone()),
         Arc::new(cache),
         PageTokens::new(config.page_token_secret.as_deref()),
     );
@@ -80,8 +82,8 @@ pub async fn serve(config: ServeConfig, listeners: Listeners, shutdown: impl Fut
         .add_service(service)
         .with_descriptor_set(suite_proto::FILE_DESCRIPTOR_SET)
         .with_readiness(move || {
-            let db = db.clone();
-            async move { matches!(tokio::time::timeout(READINESS_PING_TIMEOUT, db.ping()).await, Ok(Ok(()))) }
+            let gate = gate.clone();
+            async move { gate.ping(READINESS_PING_TIMEOUT).await }
         })
         .serve(listeners, shutdown)
         .await?;

@@ -22,6 +22,15 @@ pub enum UserError {
     Database(#[source] DbErr),
 }
 
+impl suite_db::DbOutcome for UserError {
+    fn database_error(&self) -> Option<&DbErr> {
+        match self {
+            Self::Database(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 impl From<DbErr> for UserError {
     fn from(error: DbErr) -> Self {
         // The only unique constraint besides the (server-generated) id is the email.

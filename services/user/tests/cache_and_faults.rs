@@ -296,3 +296,76 @@ async fn load_beyond_the_concurrency_limit_is_shed() {
         "the slow request completed"
     );
 }
+
+/// ListUsers (always the database) with `timeout` as its deadline: the status and how long it took.
+async fn list_within(app: &TestApp, timeout: Duration) -> (Result<(), tonic::Status>, Duration) {
+    let mut request = tonic::Request::new(pb::ListUsersRequest {
+        page_size: 10,
+        page_token: String::new(),
+    });
+    request.set_timeout(timeout);
+    let started = Instant::now();
+    let result = app.client.clone().list_users(request).await.map(drop);
+    (result, started.elapsed())
+}
+
+/// Once the database is known unreachable, calls that need it fail in
+/// milliseconds instead of waiting the pool's acquire timeout each, readiness
+/// follows within a second (at the shipped readiness interval), calls succeed
+/// again within a second of its return, and a database that accepts
+/// connections but never answers holds a call no longer than its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_fails_calls_in_milliseconds_and_recovery_takes_under_a_second() {
+    let Some(db) = suite_testkit::TestDatabase::create().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(db.server_addr()).await;
+    let mut settings = AppSettings::new(suite_db::DatabaseConfig::postgres(db.url_via(proxy.addr())));
+    settings.server.readiness_interval_ms = 500;
+    let app = spawn_app_with(settings).await;
+    app.create("gate@example.com", "Gate").await;
+
+    proxy.set_mode(ProxyMode::Refuse);
+    let cut_at = Instant::now();
+    // Detection: the first calls (and readiness pings) find the database gone.
+    for _ in 0..suite_db::FAILURES_TO_CLOSE {
+        let (result, _) = list_within(&app, Duration::from_secs(5)).await;
+        assert_eq!(result.unwrap_err().code(), Code::Unavailable);
+    }
+    for _ in 0..50 {
+        let (result, took) = list_within(&app, Duration::from_secs(5)).await;
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(took < Duration::from_millis(100), "a call after detection took {took:?}");
+    }
+    app.wait_for_health(tonic_health::ServingStatus::NotServing).await;
+    let not_serving_after = cut_at.elapsed();
+    eprintln!("NOT_SERVING {not_serving_after:?} after the cut");
+
+    proxy.set_mode(ProxyMode::Forward);
+    let back_at = Instant::now();
+    let recovered_in = loop {
+        let (result, _) = list_within(&app, Duration::from_secs(5)).await;
+        if result.is_ok() {
+            break back_at.elapsed();
+        }
+        assert!(back_at.elapsed() < Duration::from_secs(5), "no recovery: {result:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!("calls succeed {recovered_in:?} after the database returned");
+    assert!(recovered_in < Duration::from_secs(1), "recovery took {recovered_in:?}");
+    app.wait_until_serving().await;
+
+    // Accepted and never answered: the call ends at its deadline, not the pool's timeouts.
+    proxy.set_mode(ProxyMode::Blackhole);
+    let (result, took) = list_within(&app, Duration::from_millis(800)).await;
+    let status = result.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable),
+        "{status:?}"
+    );
+    assert!(took < Duration::from_millis(1_500), "a call with an 800 ms deadline took {took:?}");
+    app.wait_for_health(tonic_health::ServingStatus::NotServing).await;
+    proxy.set_mode(ProxyMode::Forward);
+    app.wait_until_serving().await;
+}

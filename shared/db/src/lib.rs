@@ -19,6 +19,9 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+mod gate;
+
+pub use gate::{DbGate, DbOutcome, FAILURES_TO_CLOSE, PROBE_INTERVAL};
 pub use sea_orm;
 
 /// Where and how a service connects to its database.
@@ -44,6 +47,12 @@ pub struct DatabaseConfig {
     /// How long opening one connection may take.
     #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 3_000)]
     pub connect_timeout_ms: u64,
+
+    /// The longest one store operation (its statements, waiting for a connection
+    /// included) may take, whatever the call's deadline; a call's own deadline
+    /// ends it sooner.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub statement_timeout_ms: u64,
 }
 
 impl DatabaseConfig {
@@ -64,7 +73,12 @@ impl DatabaseConfig {
             max_connections: 10,
             acquire_timeout_ms: 2_000,
             connect_timeout_ms: 3_000,
+            statement_timeout_ms: 5_000,
         }
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
     }
 
     /// A name for logs that never contains credentials.
@@ -187,12 +201,14 @@ pub fn classify_and_record(error: &DbErr) -> DbFailure {
     failure
 }
 
-/// Classifies a sea-orm error without looking at its message text.
+/// Classifies a sea-orm error without looking at the database's message text
+/// (only at the gate's own two errors).
 pub fn classify(error: &DbErr) -> DbFailure {
     if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
         return DbFailure::UniqueViolation;
     }
     match error {
+        DbErr::Custom(message) if message == gate::DATABASE_DOWN || message == gate::STATEMENT_TIMED_OUT => DbFailure::Unavailable,
         DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => DbFailure::Unavailable,
         DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => classify_runtime(runtime),
         _ => DbFailure::Other,

@@ -28,7 +28,7 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
 
     /// How often readiness (database reachable) is re-checked.
-    #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 2_000)]
+    #[arg(long, env = "READINESS_INTERVAL_MS", default_value_t = 500)]
     pub readiness_interval_ms: u64,
 
     /// Largest block of request headers (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
@@ -77,7 +77,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 256,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 20_000,
-            readiness_interval_ms: 2_000,
+            readiness_interval_ms: 500,
             max_header_list_bytes: 16 * 1024,
             max_frame_bytes: 16 * 1024,
             max_pending_reset_streams: 20,
