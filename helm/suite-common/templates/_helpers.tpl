@@ -150,6 +150,10 @@ emptyDir, which loses its data with the pod and so allows one replica only.
   value: {{ $db.acquireTimeoutMs | quote }}
 - name: DATABASE_CONNECT_TIMEOUT_MS
   value: {{ $db.connectTimeoutMs | quote }}
+{{- with $db.statementTimeoutMs }}
+- name: DATABASE_STATEMENT_TIMEOUT_MS
+  value: {{ . | quote }}
+{{- end }}
 - name: MIGRATE_ON_START
   value: {{ ternary "false" "true" (eq (include "suite.migrationJobEnabled" .) "true") | quote }}
 {{- end -}}
