@@ -121,7 +121,7 @@ impl Proxy {
                 Ok(sent) => sent,
                 Err(_) => {
                     // The endpoint sent no response headers within the call's deadline.
-                    admitted.finish_on(lease.as_ref(), Code::DeadlineExceeded, false);
+                    admitted.finish(lease.as_ref(), Code::DeadlineExceeded, false);
                     call.finish(Code::DeadlineExceeded);
                     self.metrics.upstream_error(upstream.name, "deadline");
                     return Err(GatewayError::DeadlineExceeded);
@@ -136,7 +136,7 @@ impl Proxy {
                     return Err(self.client_fault(upstream, refusal, &mut call));
                 }
                 // The connection to the endpoint failed under the call.
-                admitted.finish_on(lease.as_ref(), Code::Unavailable, true);
+                admitted.finish(lease.as_ref(), Code::Unavailable, true);
                 call.finish(Code::Unavailable);
                 self.metrics.upstream_error(upstream.name, "unavailable");
                 tracing::warn!(upstream = upstream.name, %error, "upstream call failed");
@@ -152,7 +152,7 @@ impl Proxy {
                 }
                 // A trailers-only response (most errors) carries its status in the headers.
                 if let Some(code) = grpc_status(response.headers()) {
-                    admitted.finish_on(lease.as_ref(), code, false);
+                    admitted.finish(lease.as_ref(), code, false);
                     call.finish(code);
                     return Ok(response);
                 }
@@ -412,7 +412,7 @@ impl ReportOutcome {
         if let Some(admitted) = self.admitted.take()
             && !self.fault.is_set()
         {
-            admitted.finish_on(self.lease.as_ref(), code, false);
+            admitted.finish(self.lease.as_ref(), code, false);
         }
         if let Some(mut call) = self.call.take() {
             call.finish(code);

@@ -366,15 +366,14 @@ impl<C> Lease<C> {
     /// the first time for [`FIRST_SET_ASIDE`], doubling each time after until it
     /// answers again. Whether it was set aside now.
     fn set_aside(&self) -> bool {
-        let now = self.pool.epoch.elapsed();
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.pool.now_ms();
         let current = self.member.set_aside_until.load(Ordering::Relaxed);
         if current > now_ms {
             return false;
         }
         let times = self.member.set_asides.fetch_add(1, Ordering::Relaxed);
         let set_aside = FIRST_SET_ASIDE.saturating_mul(1 << times.min(16)).min(LONGEST_SET_ASIDE);
-        let until = u64::try_from((now + set_aside).as_millis()).unwrap_or(u64::MAX);
+        let until = now_ms.saturating_add(u64::try_from(set_aside.as_millis()).unwrap_or(u64::MAX));
         if self
             .member
             .set_aside_until

@@ -103,7 +103,7 @@ impl DbGate {
         if !self.is_open() {
             return false;
         }
-        let answered = matches!(tokio::time::timeout(timeout, self.inner.db.ping()).await, Ok(Ok(())));
+        let answered = answers(&self.inner.db, timeout).await;
         self.count(!answered);
         answered
     }
@@ -129,11 +129,16 @@ async fn probe_until_reachable(gate: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(PROBE_INTERVAL).await;
         let Some(inner) = gate.upgrade() else { return };
-        if matches!(tokio::time::timeout(PROBE_TIMEOUT, inner.db.ping()).await, Ok(Ok(()))) {
+        if answers(&inner.db, PROBE_TIMEOUT).await {
             inner.failures.store(0, Ordering::Relaxed);
             inner.closed.store(false, Ordering::Release);
             tracing::info!("the database answers again; database calls go through");
             return;
         }
     }
+}
+
+/// Whether `db` answers a ping within `timeout`.
+async fn answers(db: &DatabaseConnection, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, db.ping()).await, Ok(Ok(())))
 }

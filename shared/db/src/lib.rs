@@ -21,7 +21,7 @@ use sea_orm_migration::MigratorTrait;
 
 mod gate;
 
-pub use gate::{DbGate, DbOutcome, FAILURES_TO_CLOSE, PROBE_INTERVAL};
+pub use gate::{DbGate, DbOutcome, FAILURES_TO_CLOSE};
 pub use sea_orm;
 
 /// Where and how a service connects to its database.

@@ -52,22 +52,7 @@ impl OrderStore {
     /// is never looked at, so it can neither be replayed nor named.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(self.gate.db()), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn find_by_key(&self, user_id: Uuid, key: &str, fingerprint: &str) -> Result<Option<OrderRecord>, OrderError> {
-        self.gate
-            .run(async {
-                let Some(order) = order::Entity::find()
-                    .filter(order::Column::UserId.eq(user_id))
-                    .filter(order::Column::IdempotencyKey.eq(key))
-                    .one(self.gate.db())
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                if order.request_fingerprint != fingerprint {
-                    return Err(OrderError::IdempotencyConflict { order_id: order.id });
-                }
-                Ok(Some(self.items_of(order).await?))
-            })
-            .await
+        self.gate.run(self.lookup_key(user_id, key, fingerprint)).await
     }
 
     /// Inserts the order and its items in one transaction. When a concurrent
@@ -115,7 +100,7 @@ impl OrderStore {
                 match insert.await {
                     Ok(order) => Ok(Created::New(self.items_of(order).await?)),
                     Err(error) if suite_db::classify(&error) == DbFailure::UniqueViolation => {
-                        match self.find_by_key(new.user_id, &new.idempotency_key, fingerprint).await? {
+                        match self.lookup_key(new.user_id, &new.idempotency_key, fingerprint).await? {
                             Some(existing) => Ok(Created::Replayed(existing)),
                             None => Err(OrderError::Database(error)),
                         }
@@ -128,14 +113,7 @@ impl OrderStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT orders", otel.kind = "client", db.system = suite_db::system_name(self.gate.db()), db.operation.name = "SELECT", db.collection.name = "orders", otel.status_code = tracing::field::Empty, error.type = tracing::field::Empty))]
     pub async fn get(&self, id: Uuid) -> Result<Option<OrderRecord>, OrderError> {
-        self.gate
-            .run(async {
-                match order::Entity::find_by_id(id).one(self.gate.db()).await? {
-                    Some(order) => Ok(Some(self.items_of(order).await?)),
-                    None => Ok(None),
-                }
-            })
-            .await
+        self.gate.run(self.load(id)).await
     }
 
     /// The order row alone, without its items: enough to decide whether the
@@ -205,7 +183,7 @@ impl OrderStore {
                     update = update.filter(order::Column::Version.eq(version));
                 }
                 let updated = update.exec(self.gate.db()).await?.rows_affected;
-                let current = self.get(id).await?.ok_or(OrderError::NotFound(id))?;
+                let current = self.load(id).await?.ok_or(OrderError::NotFound(id))?;
                 if updated == 1 {
                     return Ok(current);
                 }
@@ -229,7 +207,34 @@ impl OrderStore {
         self.gate.run(self.items_of(order)).await
     }
 
-    /// [`Self::with_items`] inside an operation already run through the gate.
+    // The reads below run inside an operation the gate already counts (the
+    // public methods above wrap them), so they do not go through it again.
+
+    /// [`Self::find_by_key`]'s read.
+    async fn lookup_key(&self, user_id: Uuid, key: &str, fingerprint: &str) -> Result<Option<OrderRecord>, OrderError> {
+        let Some(order) = order::Entity::find()
+            .filter(order::Column::UserId.eq(user_id))
+            .filter(order::Column::IdempotencyKey.eq(key))
+            .one(self.gate.db())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if order.request_fingerprint != fingerprint {
+            return Err(OrderError::IdempotencyConflict { order_id: order.id });
+        }
+        Ok(Some(self.items_of(order).await?))
+    }
+
+    /// [`Self::get`]'s read.
+    async fn load(&self, id: Uuid) -> Result<Option<OrderRecord>, OrderError> {
+        match order::Entity::find_by_id(id).one(self.gate.db()).await? {
+            Some(order) => Ok(Some(self.items_of(order).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::with_items`]'s read.
     async fn items_of(&self, order: order::Model) -> Result<OrderRecord, OrderError> {
         let items = order_item::Entity::find()
             .filter(order_item::Column::OrderId.eq(order.id))

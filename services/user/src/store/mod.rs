@@ -94,7 +94,8 @@ impl UserStore {
                 if delete.exec(self.gate.db()).await?.rows_affected == 1 {
                     return Ok(());
                 }
-                match (self.get(id).await?, expected_version) {
+                // Not `self.get`: this read belongs to the operation the gate already counts.
+                match (Users::find_by_id(id).one(self.gate.db()).await?, expected_version) {
                     (Some(user), Some(requested)) => Err(UserError::VersionMismatch {
                         current: user.version,
                         requested,

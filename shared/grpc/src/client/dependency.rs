@@ -443,14 +443,14 @@ impl Dependency {
         };
         match result {
             Ok(value) => {
-                admitted.finish_on(Some(lease), Code::Ok, false);
+                admitted.finish(Some(lease), Code::Ok, false);
                 Ok(value)
             }
             Err(status) => {
                 let never_processed = suite_balance::never_processed(&status);
                 let transport = transport_failure(&status);
                 let status = if transport { honest(name, status) } else { status };
-                admitted.finish_on(Some(lease), status.code(), transport);
+                admitted.finish(Some(lease), status.code(), transport);
                 Err(AttemptError::Failed(Failure { status, never_processed }))
             }
         }
@@ -519,19 +519,14 @@ pub struct AdmittedCall {
 }
 
 impl AdmittedCall {
-    /// Records the call's outcome (its gRPC status) in the breaker and releases the slot.
-    pub fn finish(self, code: Code) {
-        let verdict = self.judge(code);
-        self.record(verdict);
-    }
-
-    /// Like [`AdmittedCall::finish`], for a call sent to `lease`'s endpoint, which
-    /// hears how the call went there too (`transport`: the connection failed, not
-    /// the endpoint's answer). A failure that sets the endpoint aside while others
+    /// Records the call's outcome (its gRPC status) in the breaker and releases
+    /// the slot. The endpoint the call went to, if any (`lease`), hears how it
+    /// went there too (`transport`: the connection failed, not the endpoint's
+    /// answer). A failure that sets the endpoint aside while others
     /// are left to take its calls is that endpoint's, not the dependency's: the
     /// breaker does not count it, so one frozen replica of three is ejected
     /// without opening the breaker for the whole dependency.
-    pub fn finish_on<C: Send + Sync + 'static>(self, lease: Option<&Lease<C>>, code: Code, transport: bool) {
+    pub fn finish<C: Send + Sync + 'static>(self, lease: Option<&Lease<C>>, code: Code, transport: bool) {
         let verdict = self.judge(code);
         let endpoints_own = match (lease, verdict) {
             (Some(lease), _) if transport => lease.unreachable(),
