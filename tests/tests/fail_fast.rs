@@ -21,11 +21,10 @@ mod common;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::{DevCerts, Server, eventually, free_port_on, get_user_calls, loopback, one_item_order, run_id};
+use common::{Call, DevCerts, Load, Server, eventually, free_port_on, get_user_calls, loopback, run_id};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use suite_proto::suite::order::v1 as pb;
@@ -37,9 +36,7 @@ use tonic::Code;
 
 /// Calls the load keeps in flight at once.
 const CONCURRENCY: usize = 8;
-/// The test's own bound on one CreateOrder; the order service's deadline for
-/// its call to the user service is the default, 2 s.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The order service's deadline for its call to the user service: the default.
 const DEPENDENCY_DEADLINE: Duration = Duration::from_secs(2);
 /// The breaker's longest open period in these tests (`--user-service-breaker-open-max-ms`):
 /// the longest a probe interval gets.
@@ -50,94 +47,9 @@ const SLACK: Duration = Duration::from_secs(1);
 /// What the order service says when its breaker refuses a call.
 const REFUSED: &str = "circuit breaker";
 
-/// One CreateOrder as the test saw it, times from the start of the load.
-#[derive(Debug, Clone)]
-struct Call {
-    started: Duration,
-    ended: Duration,
-    outcome: Result<String, (Code, String)>,
-}
-
-impl Call {
-    fn took(&self) -> Duration {
-        self.ended - self.started
-    }
-
-    fn refused(&self) -> bool {
-        matches!(&self.outcome, Err((_, message)) if message.contains(REFUSED))
-    }
-
-    fn failed(&self) -> bool {
-        self.outcome.is_err()
-    }
-}
-
-/// CreateOrder calls from `CONCURRENCY` tasks, round-robin over the users, each
-/// with a new idempotency key, every one recorded; until stopped.
-struct Load {
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(channel: tonic::transport::Channel, users: &[String]) -> Self {
-        let epoch = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
-        let next = Arc::new(AtomicU64::new(0));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let users: Arc<[String]> = users.into();
-        let run = run_id();
-        let tasks = (0..CONCURRENCY)
-            .map(|_| {
-                let mut client = OrderServiceClient::new(channel.clone());
-                let (stop, next, calls, users, run) = (stop.clone(), next.clone(), calls.clone(), users.clone(), run.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let user = &users[usize::try_from(n).unwrap() % users.len()];
-                        let request = one_item_order(user, &format!("{run}-{n}"));
-                        let started = epoch.elapsed();
-                        let outcome = match tokio::time::timeout(CALL_TIMEOUT, client.create_order(request)).await {
-                            Ok(Ok(reply)) => Ok(reply.into_inner().order.unwrap().id),
-                            Ok(Err(status)) => Err((status.code(), status.message().to_owned())),
-                            Err(_) => Err((Code::DeadlineExceeded, "no answer within the test's bound".to_owned())),
-                        };
-                        let ended = epoch.elapsed();
-                        // A refusal is immediate: pace the loop so a refusing breaker is not a busy loop.
-                        if outcome.is_err() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        calls.lock().unwrap().push(Call { started, ended, outcome });
-                    }
-                })
-            })
-            .collect();
-        Self { epoch, stop, calls, tasks }
-    }
-
-    /// Time since the load started: the clock every [`Call`] is on.
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    /// Waits for the calls under way and returns every call, in the order they ended.
-    async fn finish(mut self) -> Vec<Call> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks.drain(..) {
-            task.await.unwrap();
-        }
-        let mut calls = self.calls.lock().unwrap().clone();
-        calls.sort_by_key(|call| call.ended);
-        calls
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// Whether the order service's breaker refused `call`.
+fn refused(call: &Call) -> bool {
+    matches!(&call.outcome, Err((_, message)) if message.contains(REFUSED))
 }
 
 fn signal(server: &Server, signal: Signal) {
@@ -228,7 +140,7 @@ fn assert_codes(calls: &[Call], allowed: &[Code]) {
 
 fn summary(calls: &[Call]) -> String {
     let failed = calls.iter().filter(|call| call.failed()).count();
-    let refused = calls.iter().filter(|call| call.refused()).count();
+    let refused = calls.iter().filter(|call| refused(call)).count();
     format!("{} calls, {failed} failed, {refused} of them refused by the breaker", calls.len())
 }
 
@@ -245,7 +157,7 @@ async fn a_killed_user_service_is_detected_at_once_and_the_first_answer_after_it
     let orders = order_service(&[ip], port, &certs, data.path(), &orders_db.url).await;
     let users = create_users(&users_service, 4).await;
 
-    let load = Load::start(orders.channel().await, &users);
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed_at = load.now();
     signal(&users_service, Signal::SIGKILL);
@@ -254,14 +166,14 @@ async fn a_killed_user_service_is_detected_at_once_and_the_first_answer_after_it
     let _restarted = user_service(addr, &certs, data.path(), &users_db.url).await;
     let back_at = load.now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let calls = load.finish().await;
+    let calls = load.finish(true).await;
     eprintln!("{}", summary(&calls));
 
     assert_codes(&calls, &[Code::Unavailable]);
-    let first_refusal = calls.iter().find(|call| call.refused()).expect("the breaker never opened");
+    let first_refusal = calls.iter().find(|call| refused(call)).expect("the breaker never opened");
     let failed_before: Vec<_> = calls
         .iter()
-        .filter(|call| call.failed() && !call.refused() && call.ended <= first_refusal.ended)
+        .filter(|call| call.failed() && !refused(call) && call.ended <= first_refusal.ended)
         .collect();
     let detected_in = first_refusal.ended.saturating_sub(killed_at);
     eprintln!(
@@ -304,7 +216,7 @@ async fn a_frozen_user_service_is_detected_within_two_deadlines_and_refusals_end
     let orders = order_service(&[ip], port, &certs, data.path(), &orders_db.url).await;
     let users = create_users(&users_service, 4).await;
 
-    let load = Load::start(orders.channel().await, &users);
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped_at = load.now();
     signal(&users_service, Signal::SIGSTOP);
@@ -312,11 +224,11 @@ async fn a_frozen_user_service_is_detected_within_two_deadlines_and_refusals_end
     signal(&users_service, Signal::SIGCONT);
     let thawed_at = load.now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let calls = load.finish().await;
+    let calls = load.finish(true).await;
     eprintln!("{}", summary(&calls));
 
     assert_codes(&calls, &[Code::Unavailable, Code::DeadlineExceeded]);
-    let first_refusal = calls.iter().find(|call| call.refused()).expect("the breaker never opened");
+    let first_refusal = calls.iter().find(|call| refused(call)).expect("the breaker never opened");
     let detected_in = first_refusal.ended.saturating_sub(stopped_at);
     eprintln!("detected {detected_in:?} after SIGSTOP");
     assert!(
@@ -344,7 +256,7 @@ async fn a_frozen_user_service_is_detected_within_two_deadlines_and_refusals_end
         slow.len(),
         &slow[..slow.len().min(5)]
     );
-    let last_refusal = calls.iter().rev().find(|call| call.refused()).unwrap();
+    let last_refusal = calls.iter().rev().find(|call| refused(call)).unwrap();
     assert!(
         last_refusal.ended <= thawed_at + OPEN_MAX + SLACK,
         "still refusing {:?} after SIGCONT",
@@ -372,7 +284,7 @@ async fn one_frozen_replica_of_three_is_ejected_while_the_others_serve_and_taken
     let orders = order_service(&ips, port, &certs, data.path(), &orders_db.url).await;
     let users = create_users(&replicas[0], 4).await;
 
-    let load = Load::start(orders.channel().await, &users);
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen = &replicas[1];
     let answered_before = get_user_calls(frozen.admin).await;
@@ -389,10 +301,10 @@ async fn one_frozen_replica_of_three_is_ejected_while_the_others_serve_and_taken
         || async { get_user_calls(frozen.admin).await > answered_before + backlog + 20 },
     )
     .await;
-    let calls = load.finish().await;
+    let calls = load.finish(true).await;
     eprintln!("{}", summary(&calls));
 
-    assert!(!calls.iter().any(Call::refused), "the breaker opened for everyone");
+    assert!(!calls.iter().any(refused), "the breaker opened for everyone");
     assert_codes(&calls, &[Code::DeadlineExceeded]);
     let failed: Vec<_> = calls.iter().filter(|call| call.failed()).collect();
     assert!(

@@ -18,23 +18,18 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    DevCerts, Server, eventually, free_addr, free_port_on, get_user_calls, in_mount_namespace, loopback, mount_namespaces_work,
-    one_item_order, run_id,
+    DevCerts, Load, Server, eventually, free_addr, free_port_on, get_user_calls, in_mount_namespace, loopback, mount_namespaces_work,
 };
-use suite_proto::suite::order::v1::order_service_client::OrderServiceClient;
 use suite_proto::suite::user::v1::CreateUserRequest;
 use suite_proto::suite::user::v1::user_service_client::UserServiceClient;
 use suite_testkit::{DnsMode, DnsServer, TestDatabase};
 
 /// Calls the load keeps in flight at once.
 const CONCURRENCY: usize = 16;
-/// How long one CreateOrder may take before the test counts it failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on every wait for a condition: generous, since four debug binaries
 /// share the machine with the rest of the suite; never a measured duration.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -95,101 +90,6 @@ async fn create_users(replicas: &[Server]) -> Vec<String> {
     ids
 }
 
-/// CreateOrder calls from `CONCURRENCY` tasks over one connection to the order service,
-/// each with a new idempotency key, round-robin over the users; until `limit` calls
-/// were made, or until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    succeeded: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(channel: tonic::transport::Channel, users: Vec<String>, limit: Option<u64>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Arc::new(AtomicU64::new(0));
-        let succeeded = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let users: Arc<[String]> = users.into();
-        let run = run_id();
-        let tasks = (0..CONCURRENCY)
-            .map(|_| {
-                let mut client = OrderServiceClient::new(channel.clone());
-                let (stop, started, succeeded, failures, users, run) = (
-                    stop.clone(),
-                    started.clone(),
-                    succeeded.clone(),
-                    failures.clone(),
-                    users.clone(),
-                    run.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let n = started.fetch_add(1, Ordering::Relaxed);
-                        if limit.is_some_and(|limit| n >= limit) {
-                            break;
-                        }
-                        let user = &users[usize::try_from(n).unwrap() % users.len()];
-                        let request = one_item_order(user, &format!("{run}-{n}"));
-                        match tokio::time::timeout(CALL_TIMEOUT, client.create_order(request)).await {
-                            Ok(Ok(_)) => {
-                                succeeded.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(Err(status)) => failures.lock().unwrap().push(format!("call {n}: {status:?}")),
-                            Err(_) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("call {n}: no answer within {CALL_TIMEOUT:?}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            succeeded,
-            failures,
-            tasks,
-        }
-    }
-
-    fn succeeded(&self) -> u64 {
-        self.succeeded.load(Ordering::Relaxed)
-    }
-
-    /// Fails the test at once if any call has failed so far.
-    fn assert_no_failure(&self, when: &str) {
-        let failures = self.failures.lock().unwrap();
-        assert!(
-            failures.is_empty(),
-            "{} CreateOrder calls failed {when} (of {} that succeeded); the first: {:?}",
-            failures.len(),
-            self.succeeded(),
-            &failures[..failures.len().min(5)]
-        );
-    }
-
-    /// Waits for the calls under way (all of them, for a load with a limit) and
-    /// returns how many succeeded; fails the test if any failed.
-    async fn finish(mut self, stop: bool) -> u64 {
-        if stop {
-            self.stop.store(true, Ordering::Relaxed);
-        }
-        for task in self.tasks.drain(..) {
-            task.await.unwrap();
-        }
-        self.assert_no_failure("under load");
-        self.succeeded()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Waits until every replica in `replicas` has answered at least `more` GetUser calls
 /// beyond `since` (their counts at some earlier moment).
 async fn wait_until_each_serves(what: &str, replicas: &[&Server], since: &[u64], more: u64) {
@@ -226,8 +126,8 @@ async fn calls_spread_over_three_listed_replicas() {
     let before = get_user_calls_of(&all).await;
 
     const CALLS: u64 = 3_060;
-    let load = Load::start(orders.channel().await, users, Some(CALLS));
-    let succeeded = load.finish(false).await;
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, Some(CALLS));
+    let succeeded = load.finish_without_failure(false).await;
     assert_eq!(succeeded, CALLS);
 
     let served: Vec<u64> = get_user_calls_of(&all)
@@ -296,7 +196,7 @@ async fn the_order_service_follows_a_dns_name_as_replicas_come_and_go() {
     let order_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let users = create_users(&replicas[..3]).await;
-    let load = Load::start(orders.channel().await, users, None);
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, None);
 
     // The name's three addresses all serve.
     let (first_replicas, fourth_replica) = replicas.split_at_mut(3);
@@ -390,7 +290,7 @@ async fn the_order_service_follows_a_dns_name_as_replicas_come_and_go() {
     let counts = get_user_calls_of(&remaining).await;
     wait_until_each_serves("every last known replica serves after an empty answer", &remaining, &counts, 20).await;
 
-    let succeeded = load.finish(true).await;
+    let succeeded = load.finish_without_failure(true).await;
     let kept_line = order_log()
         .lines()
         .find(|line| line.contains(KEPT_ENDPOINTS))
@@ -444,7 +344,7 @@ async fn an_endpoint_with_the_wrong_identity_is_refused_at_no_cost() {
     )
     .await;
     let users = create_users(&replicas).await;
-    let load = Load::start(orders.channel().await, users, None);
+    let load = Load::start(orders.channel().await, &users, CONCURRENCY, None);
     let all: Vec<&Server> = replicas.iter().collect();
     // Long enough for the impostor to be tried more than once (it is set aside for
     // 0.5 s after a refusal, then for 1 s, 2 s ...), each try a refused handshake.
@@ -457,7 +357,7 @@ async fn an_endpoint_with_the_wrong_identity_is_refused_at_no_cost() {
     })
     .await;
     wait_until_each_serves("every true replica serves", &all, &[0, 0, 0], 100).await;
-    let succeeded = load.finish(true).await;
+    let succeeded = load.finish_without_failure(true).await;
 
     let impostor_counters = suite_tests::bench::metrics::ServerCounters::scrape(impostor.admin).await.unwrap();
     assert_eq!(

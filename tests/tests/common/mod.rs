@@ -432,3 +432,133 @@ pub async fn get_user_calls(admin: SocketAddr) -> u64 {
     let text = suite_tests::bench::metrics::scrape(admin).await.unwrap();
     suite_tests::bench::metrics::sum(&text, "rpc_server_call_duration_seconds_count", &[("rpc_method", "GetUser")]).unwrap()
 }
+
+/// One CreateOrder as a [`Load`] saw it, times from the start of the load.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub started: Duration,
+    pub ended: Duration,
+    /// The order's id, or the code and message.
+    pub outcome: Result<String, (tonic::Code, String)>,
+}
+
+impl Call {
+    pub fn took(&self) -> Duration {
+        self.ended - self.started
+    }
+
+    pub fn failed(&self) -> bool {
+        self.outcome.is_err()
+    }
+}
+
+/// The longest a [`Load`] waits for one CreateOrder before recording it failed.
+pub const LOAD_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// CreateOrder calls from `concurrency` tasks over one connection to the order
+/// service, round-robin over the users, each with a new idempotency key, every
+/// one recorded; until `limit` calls were made, or until stopped.
+pub struct Load {
+    epoch: std::time::Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<std::sync::Mutex<Vec<Call>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(channel: tonic::transport::Channel, users: &[String], concurrency: usize, limit: Option<u64>) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let epoch = std::time::Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(0));
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let users: Arc<[String]> = users.into();
+        let run = run_id();
+        let tasks = (0..concurrency)
+            .map(|_| {
+                let mut client = suite_proto::suite::order::v1::order_service_client::OrderServiceClient::new(channel.clone());
+                let (stop, next, calls, users, run) = (stop.clone(), next.clone(), calls.clone(), users.clone(), run.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if limit.is_some_and(|limit| n >= limit) {
+                            break;
+                        }
+                        let user = &users[usize::try_from(n).unwrap() % users.len()];
+                        let request = one_item_order(user, &format!("{run}-{n}"));
+                        let started = epoch.elapsed();
+                        let outcome = match tokio::time::timeout(LOAD_CALL_TIMEOUT, client.create_order(request)).await {
+                            Ok(Ok(reply)) => Ok(reply.into_inner().order.unwrap().id),
+                            Ok(Err(status)) => Err((status.code(), status.message().to_owned())),
+                            Err(_) => Err((tonic::Code::DeadlineExceeded, format!("no answer within {LOAD_CALL_TIMEOUT:?}"))),
+                        };
+                        let ended = epoch.elapsed();
+                        // A refusal is immediate: pace the loop so a refusing breaker is not a busy loop.
+                        if outcome.is_err() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        calls.lock().unwrap().push(Call { started, ended, outcome });
+                    }
+                })
+            })
+            .collect();
+        Self { epoch, stop, calls, tasks }
+    }
+
+    /// Time since the load started: the clock every [`Call`] is on.
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub fn succeeded(&self) -> u64 {
+        self.calls.lock().unwrap().iter().filter(|call| !call.failed()).count() as u64
+    }
+
+    /// Fails the test at once if any call has failed so far.
+    pub fn assert_no_failure(&self, when: &str) {
+        let calls = self.calls.lock().unwrap();
+        let failures: Vec<&Call> = calls.iter().filter(|call| call.failed()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} CreateOrder calls failed {when} (of {} that succeeded); the first: {:?}",
+            failures.len(),
+            calls.len() - failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+    }
+
+    /// Waits for the calls under way (all of them, for a load with a limit, unless
+    /// `stop`) and returns every call, in the order they ended.
+    pub async fn finish(mut self, stop: bool) -> Vec<Call> {
+        if stop {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for task in self.tasks.drain(..) {
+            task.await.unwrap();
+        }
+        let mut calls = self.calls.lock().unwrap().clone();
+        calls.sort_by_key(|call| call.ended);
+        calls
+    }
+
+    /// [`Load::finish`] for a load that must not fail: fails the test if any call
+    /// failed, and returns how many succeeded.
+    pub async fn finish_without_failure(self, stop: bool) -> u64 {
+        let calls = self.finish(stop).await;
+        let failures: Vec<&Call> = calls.iter().filter(|call| call.failed()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} CreateOrder calls failed under load (of {}); the first: {:?}",
+            failures.len(),
+            calls.len(),
+            &failures[..failures.len().min(5)]
+        );
+        calls.len() as u64
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
